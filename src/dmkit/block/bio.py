@@ -1,0 +1,149 @@
+"""Bio: one block request, as the kernel's ``struct bio`` carries it.
+
+A bio names an operation, a start sector (always 512-byte units), and for data operations a
+buffer: the source of a write, or the destination a read fills in place.  Splitting a bio
+(at target boundaries, at stripe chunks) makes sub-bios that share the parent's buffers
+through memoryview slices: no data is copied.
+
+Invariants:
+- ``sector`` and ``nr_sectors`` are in 512-byte sectors;
+- for READ and WRITE, ``len(data) == nr_sectors * 512``; a READ's buffer is writable;
+- FLUSH has ``nr_sectors == 0`` and no data;
+- ``integrity``, when present, holds ``tuple_size`` bytes for each ``interval_bytes`` of
+  data (the per-block metadata dm-integrity stores for the layer above).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+SECTOR_SHIFT = 9
+SECTOR_SIZE = 1 << SECTOR_SHIFT
+
+__all__ = [
+    "SECTOR_SHIFT",
+    "SECTOR_SIZE",
+    "BioOp",
+    "BioFlags",
+    "BioIntegrityPayload",
+    "Bio",
+]
+
+
+class BioOp(enum.IntEnum):
+    """Operations; the values are the kernel's ``REQ_OP_*`` numbers."""
+
+    READ = 0
+    WRITE = 1
+    FLUSH = 2
+    DISCARD = 3
+    WRITE_ZEROES = 9
+
+    @property
+    def has_data(self) -> bool:
+        return self in (BioOp.READ, BioOp.WRITE)
+
+    @property
+    def is_write(self) -> bool:
+        """Whether the op changes the device (the kernel's ``op_is_write``)."""
+        return self in (BioOp.WRITE, BioOp.DISCARD, BioOp.WRITE_ZEROES)
+
+
+class BioFlags(enum.IntFlag):
+    """Request flags.  Values are the kernel's ``REQ_*`` bits (Linux 6.1, ``blk_types.h``)
+    so a flags mask in a table (flakey's ``corrupt_bio_byte``) means what it means there."""
+
+    SYNC = 1 << 11
+    META = 1 << 12
+    FUA = 1 << 17
+    PREFLUSH = 1 << 18
+
+
+@dataclass(slots=True)
+class BioIntegrityPayload:
+    """Per-interval metadata carried with a bio (the kernel's ``bio_integrity_payload``)."""
+
+    buf: memoryview
+    tuple_size: int
+    interval_bytes: int
+
+    def slice(self, offset_sectors: int, nr_sectors: int) -> "BioIntegrityPayload":
+        per = self.interval_bytes >> SECTOR_SHIFT
+        if offset_sectors % per or nr_sectors % per:
+            raise ValueError("integrity payload split inside an interval")
+        start = offset_sectors // per * self.tuple_size
+        end = start + nr_sectors // per * self.tuple_size
+        return BioIntegrityPayload(self.buf[start:end], self.tuple_size, self.interval_bytes)
+
+
+@dataclass(slots=True, eq=False)
+class Bio:
+    op: BioOp
+    sector: int
+    nr_sectors: int
+    data: memoryview | None = None
+    flags: BioFlags = BioFlags(0)
+    integrity: BioIntegrityPayload | None = None
+    #: a blk-crypto context (key + data unit number) when inline encryption is requested
+    crypt_ctx: object | None = None
+
+    # -- constructors ---------------------------------------------------------------
+    @classmethod
+    def read(cls, sector: int, buf, flags: BioFlags = BioFlags(0)) -> "Bio":
+        mv = _as_bytes_view(buf)
+        if mv.readonly:
+            raise ValueError("read buffer is read-only")
+        return cls(BioOp.READ, sector, len(mv) >> SECTOR_SHIFT, mv, flags)
+
+    @classmethod
+    def write(cls, sector: int, data, flags: BioFlags = BioFlags(0)) -> "Bio":
+        mv = _as_bytes_view(data)
+        return cls(BioOp.WRITE, sector, len(mv) >> SECTOR_SHIFT, mv, flags)
+
+    @classmethod
+    def flush(cls) -> "Bio":
+        return cls(BioOp.FLUSH, 0, 0, None, BioFlags.PREFLUSH)
+
+    @classmethod
+    def discard(cls, sector: int, nr_sectors: int) -> "Bio":
+        return cls(BioOp.DISCARD, sector, nr_sectors)
+
+    @classmethod
+    def write_zeroes(cls, sector: int, nr_sectors: int) -> "Bio":
+        return cls(BioOp.WRITE_ZEROES, sector, nr_sectors)
+
+    # -- splitting and remapping ----------------------------------------------------
+    def split(self, offset_sectors: int, nr_sectors: int, sector: int) -> "Bio":
+        """A sub-bio covering ``[offset, offset+nr)`` of this one, placed at ``sector``.
+
+        Buffers are shared, so a read into the sub-bio fills the parent's buffer.
+        """
+        data = None
+        if self.data is not None:
+            data = self.data[offset_sectors << SECTOR_SHIFT:(offset_sectors + nr_sectors) << SECTOR_SHIFT]
+        integrity = None
+        if self.integrity is not None:
+            integrity = self.integrity.slice(offset_sectors, nr_sectors)
+        return Bio(self.op, sector, nr_sectors, data, self.flags, integrity, self.crypt_ctx)
+
+    def remap(self, sector: int) -> "Bio":
+        """The same request, sent to ``sector`` of another device (the whole bio)."""
+        return Bio(self.op, sector, self.nr_sectors, self.data, self.flags, self.integrity,
+                   self.crypt_ctx)
+
+    @property
+    def end_sector(self) -> int:
+        return self.sector + self.nr_sectors
+
+    def __repr__(self) -> str:
+        return f"Bio({self.op.name}, sector={self.sector}, nr_sectors={self.nr_sectors}, flags={self.flags!r})"
+
+
+def _as_bytes_view(buf) -> memoryview:
+    mv = buf if isinstance(buf, memoryview) else memoryview(buf)
+    if mv.format != "B" or mv.ndim != 1:
+        mv = mv.cast("B")
+    if len(mv) % SECTOR_SIZE:
+        raise ValueError(f"buffer of {len(mv)} bytes is not a whole number of sectors")
+    return mv
