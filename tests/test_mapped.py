@@ -258,3 +258,22 @@ def test_files_shared_by_segments_are_opened_once(make_image):
     with open(img, "rb") as f:
         raw = f.read()
     assert raw[:4096] == b"q" * 4096 and raw[32 * 512:40 * 512] == b"q" * 4096
+
+
+def test_major_minor_device_numbers(tmp_path):
+    from dmkit.dm.resolver import _devnum_path
+    from dmkit.errors import DeviceError
+    import os
+    found = None
+    for name in sorted(os.listdir("/sys/dev/block")) if os.path.isdir("/sys/dev/block") else []:
+        try:
+            path = _devnum_path(name)
+        except DeviceError:
+            continue
+        if os.path.exists(path):
+            found = (name, path)
+            break
+    if found is not None:
+        assert found[1].startswith("/dev/")
+    with pytest.raises(DeviceError, match="no block device with that major:minor"):
+        _devnum_path("4095:1048575")

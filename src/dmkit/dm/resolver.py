@@ -1,14 +1,16 @@
 """Resolving device names in tables: image paths and other mapped devices.
 
 A table names its devices as the kernel's do, by path.  Here a name is, in order:
-``/dev/mapper/NAME`` or ``NAME`` of a mapped device registered with the resolver; or a
-path to an image file or block device.  The same path used twice (a striped set over two
+``/dev/mapper/NAME`` or ``NAME`` of a mapped device registered with the resolver; a
+``major:minor`` device number (looked up in sysfs); or a path to an image file or block
+device.  The same path used twice (a striped set over two
 regions of one image) is opened once and reference counted, as ``dm_get_device`` does.
 """
 
 from __future__ import annotations
 
 import os
+import re
 
 from ..block import BlockDevice, FileDevice
 from ..errors import DeviceError
@@ -16,6 +18,19 @@ from ..errors import DeviceError
 __all__ = ["DeviceResolver"]
 
 MAPPER_PREFIX = "/dev/mapper/"
+_DEVNUM = re.compile(r"\d+:\d+")
+
+
+def _devnum_path(spec: str) -> str:
+    """``major:minor`` -> ``/dev/NAME``, through sysfs (as the kernel accepts both forms)."""
+    try:
+        with open(f"/sys/dev/block/{spec}/uevent") as f:
+            for line in f:
+                if line.startswith("DEVNAME="):
+                    return "/dev/" + line.split("=", 1)[1].strip()
+    except OSError:
+        pass
+    raise DeviceError(f"{spec}: no block device with that major:minor number")
 
 
 class DeviceResolver:
@@ -39,12 +54,13 @@ class DeviceResolver:
             if not read_only and dev.read_only:
                 raise DeviceError(f"{spec}: mapped device is read-only")
             return dev
-        key = (os.path.realpath(spec), read_only)
+        path = _devnum_path(spec) if _DEVNUM.fullmatch(spec) else spec
+        key = (os.path.realpath(path), read_only)
         entry = self._open.get(key)
         if entry is None:
-            if not os.path.exists(spec):
+            if not os.path.exists(path):
                 raise DeviceError(f"{spec}: no such file, device or mapped device")
-            entry = self._open[key] = [FileDevice(spec, read_only=read_only), 0]
+            entry = self._open[key] = [FileDevice(path, read_only=read_only, name=spec), 0]
         entry[1] += 1
         return entry[0]
 
