@@ -16,7 +16,8 @@ from types import MappingProxyType
 from typing import Mapping
 
 from ..errors import InvalidBioError, NotSupportedError, ReadOnlyError
-from .bio import SECTOR_SHIFT, SECTOR_SIZE, Bio, BioFlags, BioOp
+from .bio import (OP_DISCARD, OP_FLUSH, OP_READ, OP_WRITE, SECTOR_SHIFT, SECTOR_SIZE, Bio,
+                  BioFlags)
 
 __all__ = [
     "QueueLimits",
@@ -122,50 +123,64 @@ class BlockDevice(abc.ABC):
         ...
 
     def check_bio(self, bio: Bio) -> None:
+        """Reject a malformed request with an error naming this device and the sector.
+
+        Runs once per bio per layer, so it is written for speed (module-global op
+        aliases, plain-int arithmetic).
+        """
         op = bio.op
-        if op is BioOp.FLUSH:
+        if op is OP_FLUSH:
             return
-        if op.is_write and self.read_only:
-            raise ReadOnlyError(f"{self.name}: device is read-only")
-        if op is BioOp.DISCARD and not self.can_discard:
-            raise NotSupportedError(f"{self.name}: discard not supported")
-        if op is BioOp.WRITE_ZEROES and not self.can_write_zeroes:
-            raise NotSupportedError(f"{self.name}: write-zeroes not supported")
         sector, nr = bio.sector, bio.nr_sectors
         if sector < 0 or nr <= 0 or sector + nr > self.nr_sectors:
             raise InvalidBioError(
                 f"{self.name}: request for sectors {sector}+{nr} is outside the device "
                 f"({self.nr_sectors} sectors)")
-        lbs_sectors = self.limits.logical_block_size >> SECTOR_SHIFT
-        if (sector | nr) & (lbs_sectors - 1):
+        lbs = self.limits.logical_block_size
+        if (sector | nr) & ((lbs >> SECTOR_SHIFT) - 1):
             raise InvalidBioError(
                 f"{self.name}: request for sectors {sector}+{nr} is not aligned to the "
-                f"{self.limits.logical_block_size}-byte logical block size")
-        if op.has_data:
-            if bio.data is None or len(bio.data) != nr << SECTOR_SHIFT:
+                f"{lbs}-byte logical block size")
+        if op is OP_READ or op is OP_WRITE:
+            data = bio.data
+            if data is None or len(data) != nr << SECTOR_SHIFT:
                 raise InvalidBioError(f"{self.name}: buffer size does not match {nr} sectors")
-            if op is BioOp.READ and bio.data.readonly:
-                raise InvalidBioError(f"{self.name}: read buffer is read-only")
-        prof = self.integrity
+            if op is OP_READ:
+                if data.readonly:
+                    raise InvalidBioError(f"{self.name}: read buffer is read-only")
+            elif self.read_only:
+                raise ReadOnlyError(f"{self.name}: device is read-only")
+        else:
+            if self.read_only:
+                raise ReadOnlyError(f"{self.name}: device is read-only")
+            if op is OP_DISCARD:
+                if not self.can_discard:
+                    raise NotSupportedError(f"{self.name}: discard not supported")
+            elif not self.can_write_zeroes:
+                raise NotSupportedError(f"{self.name}: write-zeroes not supported")
         if bio.integrity is not None:
-            if prof is None:
-                raise InvalidBioError(f"{self.name}: bio carries integrity metadata but the "
-                                      "device has no integrity profile")
-            want = (nr << SECTOR_SHIFT) // prof.interval_bytes * prof.tuple_size
-            if len(bio.integrity.buf) != want or bio.integrity.tuple_size != prof.tuple_size:
-                raise InvalidBioError(f"{self.name}: integrity metadata for sector {sector} "
-                                      f"is {len(bio.integrity.buf)} bytes, expected {want}")
+            self._check_integrity(bio)
+
+    def _check_integrity(self, bio: Bio) -> None:
+        prof = self.integrity
+        if prof is None:
+            raise InvalidBioError(f"{self.name}: bio carries integrity metadata but the "
+                                  "device has no integrity profile")
+        want = (bio.nr_sectors << SECTOR_SHIFT) // prof.interval_bytes * prof.tuple_size
+        if len(bio.integrity.buf) != want or bio.integrity.tuple_size != prof.tuple_size:
+            raise InvalidBioError(f"{self.name}: integrity metadata for sector {bio.sector} "
+                                  f"is {len(bio.integrity.buf)} bytes, expected {want}")
 
     # -- conveniences built on submit --------------------------------------------------
-    def read(self, sector: int, nr_sectors: int, flags: BioFlags = BioFlags(0)) -> bytearray:
+    def read(self, sector: int, nr_sectors: int, flags: int = 0) -> bytearray:
         buf = bytearray(nr_sectors << SECTOR_SHIFT)
         self.submit(Bio.read(sector, buf, flags))
         return buf
 
-    def readinto(self, sector: int, buf, flags: BioFlags = BioFlags(0)) -> None:
+    def readinto(self, sector: int, buf, flags: int = 0) -> None:
         self.submit(Bio.read(sector, buf, flags))
 
-    def write(self, sector: int, data, flags: BioFlags = BioFlags(0)) -> None:
+    def write(self, sector: int, data, flags: int = 0) -> None:
         self.submit(Bio.write(sector, data, flags))
 
     def flush(self) -> None:

@@ -16,7 +16,8 @@ import stat
 import struct
 
 from ..errors import BlockIOError, DeviceError
-from .bio import SECTOR_SHIFT, SECTOR_SIZE, Bio, BioFlags, BioOp
+from .bio import (OP_DISCARD, OP_FLUSH, OP_READ, OP_WRITE, REQ_FUA, REQ_PREFLUSH, SECTOR_SHIFT,
+                  SECTOR_SIZE, Bio)
 from .device import BlockDevice, QueueLimits
 
 __all__ = ["FileDevice"]
@@ -81,19 +82,19 @@ class FileDevice(BlockDevice):
     def _submit(self, bio: Bio) -> None:
         op = bio.op
         try:
-            if op is BioOp.READ:
+            if op is OP_READ:
                 self._pread(bio.data, bio.sector << SECTOR_SHIFT)
-            elif op is BioOp.WRITE:
-                if bio.flags & BioFlags.PREFLUSH:
+            elif op is OP_WRITE:
+                if bio.flags & REQ_PREFLUSH:
                     os.fdatasync(self._fd)
                 self._pwrite(bio.data, bio.sector << SECTOR_SHIFT)
-                if bio.flags & BioFlags.FUA:
+                if bio.flags & REQ_FUA:
                     os.fdatasync(self._fd)
-            elif op is BioOp.FLUSH:
+            elif op is OP_FLUSH:
                 os.fdatasync(self._fd)
             else:  # DISCARD, WRITE_ZEROES
                 self._zero_range(bio.sector << SECTOR_SHIFT, bio.nr_sectors << SECTOR_SHIFT,
-                                 op is BioOp.DISCARD)
+                                 op is OP_DISCARD)
         except OSError as e:
             if isinstance(e, BlockIOError):
                 raise
@@ -101,7 +102,8 @@ class FileDevice(BlockDevice):
                                f"{e.strerror}", errno=e.errno or _errno.EIO) from None
 
     def _pread(self, mv: memoryview, offset: int) -> None:
-        done, total = 0, len(mv)
+        total = len(mv)
+        done = os.preadv(self._fd, (mv,), offset)
         while done < total:
             n = os.preadv(self._fd, [mv[done:]], offset + done)
             if n == 0:  # the file shrank under us

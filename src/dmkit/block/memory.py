@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .bio import SECTOR_SHIFT, Bio, BioOp
+from .bio import OP_FLUSH, OP_READ, OP_WRITE, SECTOR_SHIFT, Bio
 from .device import BlockDevice, IntegrityProfile, QueueLimits
 
 __all__ = ["MemoryDevice"]
@@ -38,12 +38,12 @@ class MemoryDevice(BlockDevice):
 
     def _submit(self, bio: Bio) -> None:
         op = bio.op
-        if op is BioOp.FLUSH:
+        if op is OP_FLUSH:
             return
         lo, hi = bio.sector << SECTOR_SHIFT, bio.end_sector << SECTOR_SHIFT
-        if op is BioOp.READ:
+        if op is OP_READ:
             bio.data[:] = self.mv[lo:hi]
-        elif op is BioOp.WRITE:
+        elif op is OP_WRITE:
             self.mv[lo:hi] = bio.data
         else:
             self.mv[lo:hi] = bytes(hi - lo)
@@ -51,7 +51,7 @@ class MemoryDevice(BlockDevice):
         if prof is not None and bio.integrity is not None:
             mlo = lo // prof.interval_bytes * prof.tuple_size
             mhi = hi // prof.interval_bytes * prof.tuple_size
-            if op is BioOp.READ:
+            if op is OP_READ:
                 bio.integrity.buf[:] = self.meta[mlo:mhi]
-            elif op is BioOp.WRITE:
+            elif op is OP_WRITE:
                 self.meta[mlo:mhi] = bio.integrity.buf

@@ -11,7 +11,8 @@ from __future__ import annotations
 import bisect
 from typing import Sequence
 
-from ..block import SECTOR_SHIFT, Bio, BioFlags, BioOp, BlockDevice, QueueLimits
+from ..block import SECTOR_SHIFT, Bio, BlockDevice, QueueLimits
+from ..block.bio import OP_FLUSH, REQ_PREFLUSH
 from ..errors import DmkitError, TableError
 from .resolver import DeviceResolver
 from .table import TableLine, format_line, parse_table
@@ -88,17 +89,17 @@ class MappedDevice(BlockDevice):
 
     # -- the data path ------------------------------------------------------------------
     def _submit(self, bio: Bio) -> None:
-        if bio.op is BioOp.FLUSH:
+        if bio.op is OP_FLUSH:
             for t in self.targets:
                 for _ in range(t.num_flush_bios):
                     t.map(Bio.flush())
             return
-        if bio.flags & BioFlags.PREFLUSH:
+        if bio.flags & REQ_PREFLUSH:
             # As dm core does: an empty flush to every target first, then the data
             # without PREFLUSH.
             self._submit(Bio.flush())
             bio = bio.remap(bio.sector)
-            bio.flags &= ~BioFlags.PREFLUSH
+            bio.flags &= ~REQ_PREFLUSH
         targets = self.targets
         sector, end = bio.sector, bio.end_sector
         i = bisect.bisect_right(self._starts, sector) - 1

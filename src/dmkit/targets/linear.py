@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from ..block import Bio, BioOp
+from ..block import Bio
+from ..block.bio import OP_FLUSH
 from ..dm.args import ArgReader
 from ..dm.target import Target
 
@@ -37,7 +38,7 @@ class LinearTarget(Target):
         self.check_within(self.dev, self.offset, nr_sectors, "device")
 
     def map(self, bio: Bio) -> None:
-        if bio.op is BioOp.FLUSH:
+        if bio.op is OP_FLUSH:
             self.dev.submit(bio)
         else:
             self.dev.submit(bio.remap(self.offset + bio.sector))

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from ..block import Bio, BioOp
+from ..block import Bio
+from ..block.bio import OP_READ
 from ..dm.args import ArgReader
 from ..dm.target import Target
 from ._util import zero_fill
@@ -30,7 +31,7 @@ class ZeroTarget(Target):
         ArgReader(self.name, args).done()
 
     def map(self, bio: Bio) -> None:
-        if bio.op is BioOp.READ:
+        if bio.op is OP_READ:
             zero_fill(bio.data)
 
     @property
