@@ -1,0 +1,39 @@
+"""Command groups that later work fills.  They hold no commands yet, on purpose: a command
+appears here when it works, not before.  Each group's help says what it will hold."""
+
+from __future__ import annotations
+
+import click
+
+__all__ = ["PLANNED_GROUPS"]
+
+_NOT_YET = "No commands yet: this group is planned, not implemented (see README, Status)."
+
+
+@click.group(epilog=_NOT_YET, short_help="(planned) dm-integrity volumes, as integritysetup.")
+def integrity():
+    """dm-integrity volumes, as integritysetup: format, open, close, status, dump.
+
+    Reads and writes the kernel's on-disk format (superblock, journal, tags).
+    """
+
+
+@click.group(epilog=_NOT_YET, short_help="(planned) LUKS2/LUKS1 volumes, as cryptsetup.")
+def luks():
+    """LUKS2 and LUKS1 volumes, as cryptsetup: luksFormat, open, close, luksDump,
+    keyslot and token management."""
+
+
+@click.group(epilog=_NOT_YET, short_help="(planned) Keys for dm-crypt tables, as keyctl.")
+def keyring():
+    """Keys of the kernel's key types (user, logon, encrypted blobs), kept in
+    userspace for dm-crypt tables that name keys as :size:type:description."""
+
+
+@click.group(epilog=_NOT_YET, short_help="(planned) NBD and FUSE exports of a device.")
+def serve():
+    """Export a mapped device to other programs: an NBD server (qemu, nbdcopy,
+    nbdinfo, nbdfuse) and a FUSE file (loop devices, mkfs, mount)."""
+
+
+PLANNED_GROUPS = (integrity, luks, keyring, serve)
