@@ -11,6 +11,20 @@ EXAMPLES: dict[str, list[tuple[int, str]]] = {
     "linear": [(100, "{img} 0"), (2048, "{img} 2048")],
     "zero": [(77, "")],
     "error": [(8, "")],
+    "flakey": [
+        (100, "{img} 0 5 5"),
+        (100, "{img} 8 0 1 1 drop_writes"),
+        (64, "{img} 0 3 7 2 error_writes error_reads"),
+        (64, "{img} 0 1 1 5 corrupt_bio_byte 32 r 1 0"),
+        (64, "{img} 0 1 1 8 ERROR_READS corrupt_bio_byte 224 W 0 32 random_read_corrupt 0"),
+        (64, "{img} 0 1 1 4 random_write_corrupt 100000000 random_read_corrupt 5"),
+        (64, "{img} 0 0 1 4 random_write_corrupt 100000000 random_read_corrupt 100000000"),
+    ],
+    "striped": [
+        (256, "1 8 {img} 0"),
+        (4096, "2 256 {img} 0 {img2} 2048"),
+        (96, "3 4 {img} 0 {img2} 100 {img} 1000"),
+    ],
 }
 
 

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 from ..dm.target import Target
 from .error import ErrorTarget
+from .flakey import FlakeyTarget
 from .linear import LinearTarget
+from .striped import StripedTarget
 from .zero import ZeroTarget
 
 __all__ = ["TARGETS", "get_target_class", "register_target"]
@@ -16,6 +18,8 @@ TARGETS: dict[str, type[Target]] = {
     "linear": LinearTarget,
     "zero": ZeroTarget,
     "error": ErrorTarget,
+    "flakey": FlakeyTarget,
+    "striped": StripedTarget,
 }
 
 
