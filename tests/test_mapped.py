@@ -101,6 +101,7 @@ class Recorder(Target):
 
     def map(self, bio):
         self.seen.append((bio.op, bio.sector, bio.nr_sectors, bio.flags))
+        self.flush_nrs = getattr(self, "flush_nrs", []) + [bio.target_bio_nr]
 
     def status(self, kind):
         return ""
@@ -130,6 +131,7 @@ def test_flush_reaches_every_target_num_flush_bios_times():
     md.flush()
     assert [len(t.seen) for t in md.targets] == [2, 2]
     assert all(op is BioOp.FLUSH and n == 0 for t in md.targets for op, _, n, _ in t.seen)
+    assert [t.flush_nrs for t in md.targets] == [[0, 1], [0, 1]]
 
 
 def test_preflush_write_becomes_flush_then_plain_write():

@@ -106,6 +106,8 @@ class Bio:
     integrity: BioIntegrityPayload | None = None
     #: a blk-crypto context (key + data unit number) when inline encryption is requested
     crypt_ctx: object | None = None
+    #: which of a target's ``num_flush_bios`` flushes this is (dm_bio_get_target_bio_nr)
+    target_bio_nr: int = 0
 
     # -- constructors ---------------------------------------------------------------
     @classmethod

@@ -16,8 +16,7 @@ from types import MappingProxyType
 from typing import Mapping
 
 from ..errors import InvalidBioError, NotSupportedError, ReadOnlyError
-from .bio import (OP_DISCARD, OP_FLUSH, OP_READ, OP_WRITE, SECTOR_SHIFT, SECTOR_SIZE, Bio,
-                  BioFlags)
+from .bio import OP_DISCARD, OP_FLUSH, OP_READ, OP_WRITE, SECTOR_SHIFT, SECTOR_SIZE, Bio
 
 __all__ = [
     "QueueLimits",

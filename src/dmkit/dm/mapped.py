@@ -91,8 +91,10 @@ class MappedDevice(BlockDevice):
     def _submit(self, bio: Bio) -> None:
         if bio.op is OP_FLUSH:
             for t in self.targets:
-                for _ in range(t.num_flush_bios):
-                    t.map(Bio.flush())
+                for nr in range(t.num_flush_bios):
+                    flush = Bio.flush()
+                    flush.target_bio_nr = nr
+                    t.map(flush)
             return
         if bio.flags & REQ_PREFLUSH:
             # As dm core does: an empty flush to every target first, then the data

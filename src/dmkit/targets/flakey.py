@@ -12,7 +12,8 @@ import random
 import time
 from typing import Callable, Sequence
 
-from ..block import Bio, BioOp
+from ..block import Bio
+from ..block.bio import OP_FLUSH, OP_READ, OP_WRITE
 from ..dm.args import ArgReader, FeatureSet
 from ..dm.table import join_args
 from ..dm.target import Target
@@ -54,7 +55,7 @@ class FlakeyTarget(Target):
         self.rng = rng if rng is not None else random.Random()
         self.error_reads = self.drop_writes = self.error_writes = False
         self.corrupt_bio_byte = 0  # 1-based; 0 means the feature is off
-        self.corrupt_bio_rw = BioOp.READ
+        self.corrupt_bio_rw = OP_READ
         self.corrupt_bio_value = 0
         self.corrupt_bio_flags = 0
         self.random_read_corrupt = self.random_write_corrupt = 0
@@ -103,7 +104,7 @@ class FlakeyTarget(Target):
                 if direction.lower() not in ("r", "w"):
                     raise g.error(f"invalid corrupt_bio_byte direction {direction!r}: "
                                   "must be r or w")
-                self.corrupt_bio_rw = BioOp.WRITE if direction.lower() == "w" else BioOp.READ
+                self.corrupt_bio_rw = OP_WRITE if direction.lower() == "w" else OP_READ
                 self.corrupt_bio_value = g.uint("corrupt_bio_byte value", 0, 255)
                 self.corrupt_bio_flags = g.uint("corrupt_bio_byte flags", 0, _U32_MAX)
             elif feature.startswith("random_"):
@@ -116,9 +117,9 @@ class FlakeyTarget(Target):
 
     def _check_combinations(self, r: ArgReader) -> None:
         # The kernel checks the effective settings: a zero probability enables nothing.
-        corrupts_writes = ((self.corrupt_bio_byte and self.corrupt_bio_rw is BioOp.WRITE)
+        corrupts_writes = ((self.corrupt_bio_byte and self.corrupt_bio_rw is OP_WRITE)
                            or self.random_write_corrupt)
-        corrupts_reads = ((self.corrupt_bio_byte and self.corrupt_bio_rw is BioOp.READ)
+        corrupts_reads = ((self.corrupt_bio_byte and self.corrupt_bio_rw is OP_READ)
                           or self.random_read_corrupt)
         for feature, clash, what in (
                 ("drop_writes", corrupts_writes, "write"),
@@ -151,7 +152,7 @@ class FlakeyTarget(Target):
     def map(self, bio: Bio) -> None:
         if not self.is_down():
             self._submit(bio)
-        elif bio.op is BioOp.READ:
+        elif bio.op is OP_READ:
             if self.error_reads:
                 self._fail(bio)
             self._submit(bio)
@@ -160,20 +161,20 @@ class FlakeyTarget(Target):
             self.dropped_writes += 1
         elif self.error_writes:
             self._fail(bio)
-        elif bio.op is BioOp.WRITE:
+        elif bio.op is OP_WRITE:
             self._submit(self._corrupt_write(bio))
         else:
             self._submit(bio)
 
     def _submit(self, bio: Bio) -> None:
-        if bio.op is BioOp.FLUSH:
+        if bio.op is OP_FLUSH:
             self.dev.submit(bio)
         else:
             self.dev.submit(bio.remap(self.offset + bio.sector))
 
     def _fail(self, bio: Bio) -> None:
         self.errored += 1
-        where = "" if bio.op is BioOp.FLUSH else f" at sector {self.start_sector + bio.sector}"
+        where = "" if bio.op is OP_FLUSH else f" at sector {self.start_sector + bio.sector}"
         raise BlockIOError(f"flakey: {bio.op.name.lower()}{where} failed: "
                            f"{self.dev_spec} is in its down interval")
 
@@ -188,7 +189,7 @@ class FlakeyTarget(Target):
     def _corrupt_read(self, bio: Bio) -> None:
         """Corrupt a read that succeeded, in the caller's buffer."""
         hit = False
-        if (self.corrupt_bio_byte and self.corrupt_bio_rw is BioOp.READ
+        if (self.corrupt_bio_byte and self.corrupt_bio_rw is OP_READ
                 and self._flags_match(bio)):
             hit = _set_byte(bio.data, self.corrupt_bio_byte - 1, self.corrupt_bio_value)
         if self.random_read_corrupt and self._chance(self.random_read_corrupt):
@@ -198,7 +199,7 @@ class FlakeyTarget(Target):
     def _corrupt_write(self, bio: Bio) -> Bio:
         """The bio to send down: a corrupted copy, or ``bio`` itself.  The caller's buffer
         is never changed (newer kernels clone the pages before corrupting them)."""
-        fixed = (self.corrupt_bio_byte and self.corrupt_bio_rw is BioOp.WRITE
+        fixed = (self.corrupt_bio_byte and self.corrupt_bio_rw is OP_WRITE
                  and self._flags_match(bio))
         rand = self.random_write_corrupt and self._chance(self.random_write_corrupt)
         if not (fixed or rand):
@@ -237,7 +238,7 @@ class FlakeyTarget(Target):
         elif self.error_writes:
             features.append("error_writes")
         if self.corrupt_bio_byte:
-            rw = "w" if self.corrupt_bio_rw is BioOp.WRITE else "r"
+            rw = "w" if self.corrupt_bio_rw is OP_WRITE else "r"
             features += ["corrupt_bio_byte", str(self.corrupt_bio_byte), rw,
                          str(self.corrupt_bio_value), str(self.corrupt_bio_flags)]
         for feature in ("random_read_corrupt", "random_write_corrupt"):

@@ -10,10 +10,10 @@ is on stripe ``c % stripes`` at row ``c // stripes``, that is at sector
 
 from __future__ import annotations
 
-import threading
 from typing import Sequence
 
-from ..block import SECTOR_SHIFT, Bio, BioOp, BlockDevice, QueueLimits
+from ..block import SECTOR_SHIFT, Bio, BlockDevice, QueueLimits
+from ..block.bio import OP_DISCARD, OP_FLUSH, OP_WRITE_ZEROES
 from ..dm.args import ArgReader
 from ..dm.table import join_args
 from ..dm.target import Target
@@ -62,7 +62,6 @@ class StripedTarget(Target):
         r.done()
         # The kernel asks for stripes flushes per flush of the device; see map().
         self.num_flush_bios = self.stripes
-        self._flush_nr = threading.local()
         self.error_count = [0] * self.stripes
         try:
             self.devs = [self.get_device(spec, f"stripe {i} device")
@@ -82,16 +81,16 @@ class StripedTarget(Target):
     # -- the data path ----------------------------------------------------------------------
     def map(self, bio: Bio) -> None:
         op = bio.op
-        if op is BioOp.FLUSH:
+        if op is OP_FLUSH:
             self._map_flush(bio)
-        elif op is BioOp.DISCARD or op is BioOp.WRITE_ZEROES:
+        elif op is OP_DISCARD or op is OP_WRITE_ZEROES:
             self._map_range(bio)
         else:
             self._map_data(bio)
 
     def _map_data(self, bio: Bio) -> None:
         """One sub-bio per piece of a chunk; buffers are shared, not copied."""
-        chunk, stripes, devs, offsets = self.chunk_size, self.stripes, self.devs, self.offsets
+        chunk, stripes, offsets = self.chunk_size, self.stripes, self.offsets
         sector, end = bio.sector, bio.end_sector
         if stripes == 1:  # chunks follow each other on the one device: no split
             self._submit(0, bio.remap(offsets[0] + sector))
@@ -129,13 +128,10 @@ class StripedTarget(Target):
         return row * self.chunk_size + in_chunk
 
     def _map_flush(self, bio: Bio) -> None:
-        # dm core sends num_flush_bios (= stripes) empty flushes; the kernel tells them
-        # apart by dm_bio_get_target_bio_nr, which our Bio does not carry.  So each thread
-        # counts the flushes it sends: any `stripes` consecutive ones reach every stripe
-        # once, and a device shared by several stripes is flushed once, by its first.
-        nr = getattr(self._flush_nr, "value", 0)
-        self._flush_nr.value = nr + 1
-        stripe = nr % self.stripes
+        # dm core sends num_flush_bios (= stripes) empty flushes numbered by
+        # target_bio_nr (the kernel's dm_bio_get_target_bio_nr): flush number i is stripe
+        # i's.  A device shared by several stripes is flushed once, by its first stripe.
+        stripe = bio.target_bio_nr
         if self._flushes_device[stripe]:
             self._submit(stripe, bio)
 
