@@ -448,3 +448,19 @@ def test_status_of_all_reports_a_broken_device_and_goes_on(tmp_path, stack):
     assert result.exit_code == 1
     assert "good: 0 96 linear" in result.stdout
     one_error_line(result, str(gone))
+
+
+# -- the demo -------------------------------------------------------------------------------
+
+def test_demo_runs_and_runs_again(tmp_path, capsys):
+    from dmkit import demo
+
+    data = tmp_path / "demo-data"
+    assert demo.main([str(data)]) == 0
+    first = capsys.readouterr().out
+    assert "created, 8192 sectors" in first
+    assert first.count("OK: ") == 2
+    assert demo.main([str(data)]) == 0  # idempotent: images reused, same steps
+    second = capsys.readouterr().out
+    assert "(reused)" in second and second.count("OK: ") == 2
+    assert StateStore(data / "state").names() == []  # the demo closes what it opens

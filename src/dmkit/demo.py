@@ -164,13 +164,14 @@ def main(argv: list[str] | None = None) -> int:
     _dmkit("status", NAME, env=env)
     _dmkit("table", "show", NAME, env=env)
     upper = f"0 {STRIPED_SECTORS} linear /dev/mapper/{NAME} {LINEAR_SECTORS}\n"
-    _say(f"  a table stacked on /dev/mapper/{NAME} (its striped part), from stdin:")
+    _say(f"  a table stacked on /dev/mapper/{NAME} (its middle {STRIPED_SECTORS} sectors), "
+         "from stdin:")
     _say(f"    {upper.strip()}")
     upper_file = data / "upper.bin"
     _dmkit("export", "--table", "-", str(upper_file), env=env, stdin=upper.encode())
     _compare(upper_file.read_bytes(),
              pattern[LINEAR_SECTORS * SECTOR_SIZE:data_sectors * SECTOR_SIZE],
-             f"{upper_file} == the striped part of the pattern")
+             f"{upper_file} == the pattern's middle {STRIPED_SECTORS} sectors")
     _dmkit("close", NAME, env=env)
 
     _step("done")
