@@ -459,8 +459,8 @@ def test_demo_runs_and_runs_again(tmp_path, capsys):
     assert demo.main([str(data)]) == 0
     first = capsys.readouterr().out
     assert "created, 8192 sectors" in first
-    assert first.count("OK: ") == 2
+    assert first.count("OK: ") == 3
     assert demo.main([str(data)]) == 0  # idempotent: images reused, same steps
     second = capsys.readouterr().out
-    assert "(reused)" in second and second.count("OK: ") == 2
+    assert "(reused)" in second and second.count("OK: ") == 3
     assert StateStore(data / "state").names() == []  # the demo closes what it opens

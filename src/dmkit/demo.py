@@ -27,7 +27,6 @@ import sys
 from pathlib import Path
 
 from .block import SECTOR_SIZE
-from .targets import TARGETS
 
 __all__ = ["main"]
 
@@ -73,22 +72,12 @@ def _dmkit(*args: str, env: dict[str, str], stdin: bytes | None = None) -> str:
     return out
 
 
-def _table(a: str, b: str) -> tuple[str, str]:
-    """The stack's table, and a note on its middle part."""
-    lines = [f"0 {LINEAR_SECTORS} linear {a} 0"]
-    start = LINEAR_SECTORS
-    if "striped" in TARGETS:
-        lines.append(f"{start} {STRIPED_SECTORS} striped 2 {CHUNK_SECTORS} {a} {LINEAR_SECTORS} "
-                     f"{b} 0")
-        note = f"striped: 2 stripes of {CHUNK_SECTORS}-sector chunks over a.img and b.img"
-    else:  # until the striped target lands: the same capacity as two linear segments
-        half = STRIPED_SECTORS // 2
-        lines.append(f"{start} {half} linear {a} {LINEAR_SECTORS}")
-        lines.append(f"{start + half} {half} linear {b} 0")
-        note = "no striped target in this build: two linear segments instead"
-    start += STRIPED_SECTORS
-    lines.append(f"{start} {ZERO_SECTORS} zero")
-    return "".join(line + "\n" for line in lines), note
+def _table(a: str, b: str) -> str:
+    """The stack: 1 MiB of a.img, 4 MiB striped over both images, 1 MiB of zeros."""
+    return (f"0 {LINEAR_SECTORS} linear {a} 0\n"
+            f"{LINEAR_SECTORS} {STRIPED_SECTORS} striped 2 {CHUNK_SECTORS} "
+            f"{a} {LINEAR_SECTORS} {b} 0\n"
+            f"{LINEAR_SECTORS + STRIPED_SECTORS} {ZERO_SECTORS} zero\n")
 
 
 def _compare(got: bytes, want: bytes, what: str) -> None:
@@ -122,10 +111,11 @@ def main(argv: list[str] | None = None) -> int:
             _say(f"  {img}: created, {IMAGE_SECTORS} sectors of zeros")
 
     _step("the table: linear + striped across both images + zero")
-    table_text, note = _table(str(a), str(b))
+    table_text = _table(str(a), str(b))
     table = data / "stack.table"
     table.write_text(table_text)
-    _say(f"  wrote {table} ({note}):")
+    _say(f"  wrote {table} (striped: 2 stripes of {CHUNK_SECTORS}-sector chunks, "
+         "alternating between a.img and b.img):")
     for line in table_text.splitlines():
         _say("    " + line)
     _dmkit("table", "check", str(table), env=env)
@@ -148,7 +138,11 @@ def main(argv: list[str] | None = None) -> int:
              f"{ZERO_SECTORS} zero sectors")
     with open(b, "rb") as f:
         first = f.read(32).decode(errors="replace").strip()
-    _say(f"  the first sector of {b} holds: {first!r}")
+    # Chunk 0 of the striped segment is on a.img, chunk 1 is the first thing on b.img.
+    want = f"dmkit demo sector {LINEAR_SECTORS + CHUNK_SECTORS}"
+    if first != want:
+        raise SystemExit(f"demo: {b} starts with {first!r}, expected {want!r}")
+    _say(f"  OK: {b} starts with {first!r}: the striped segment's second chunk")
     assert total_sectors * SECTOR_SIZE == len(expected)
 
     _step(f"a named device: open the stack as {NAME}, stack a table on it")
