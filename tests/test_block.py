@@ -190,3 +190,49 @@ def test_closing_a_written_view_flushes(make_image):
     f.write(b"abc")
     f.close()
     assert dev.bios[-1][0] is BioOp.FLUSH
+
+
+def test_file_device_vectored_io_matches_single_buffers(make_image, monkeypatch):
+    path = make_image(64)
+    with FileDevice(path) as dev:
+        bufs = [memoryview(bytes([i + 1]) * (512 * (i + 1))) for i in range(4)]  # 10 sectors
+        dev.submit_vec(BioOp.WRITE, 5, bufs)
+        assert dev.read(5, 10) == b"".join(bytes(b) for b in bufs)
+        out = [memoryview(bytearray(512 * 3)), memoryview(bytearray(512 * 7))]
+        dev.submit_vec(BioOp.READ, 5, out)
+        assert bytes(out[0]) + bytes(out[1]) == b"".join(bytes(b) for b in bufs)
+        # a short transfer from the kernel is completed buffer by buffer
+        real = os.preadv
+        monkeypatch.setattr(os, "preadv", lambda fd, bl, off: real(fd, [bl[0][:700]], off)
+                            if len(bl) > 1 else real(fd, bl, off))
+        out = [memoryview(bytearray(512 * 3)), memoryview(bytearray(512 * 7))]
+        dev.submit_vec(BioOp.READ, 5, out)
+        assert bytes(out[0]) + bytes(out[1]) == b"".join(bytes(b) for b in bufs)
+        monkeypatch.undo()
+        with pytest.raises(InvalidBioError, match=r"sectors 60\+8 is outside"):
+            dev.submit_vec(BioOp.READ, 60, [memoryview(bytearray(4096))])
+    with FileDevice(path, read_only=True) as ro:
+        with pytest.raises(ReadOnlyError):
+            ro.submit_vec(BioOp.WRITE, 0, [memoryview(bytes(512))])
+
+
+def test_striped_over_files_large_requests_use_one_call_per_stripe(make_image):
+    from dmkit.dm import MappedDevice
+    from tests.conftest import pattern
+    a, b = make_image(256), make_image(256)
+    with MappedDevice.from_table(f"0 512 striped 2 8 {a} 0 {b} 0\n") as md:
+        md.write(4, pattern(4, 500))
+        assert md.read(0, 512) == bytes(2048) + pattern(4, 500) + bytes(4096)
+        calls = []
+        for dev in {id(t): t for t in md.targets[0].devs}.values():
+            orig = dev.submit_vec
+            dev.submit_vec = lambda *a, _o=orig, **k: (calls.append(a[1]), _o(*a, **k))[1]
+        md.read(4, 500)
+        assert len(calls) == 2
+    raw_a, raw_b = open(a, "rb").read(), open(b, "rb").read()
+    # chunk k of the mapped device is on stripe k % 2, row k // 2
+    mapped = bytes(2048) + pattern(4, 500) + bytes(4096)
+    for k in range(64):
+        dev_raw = raw_a if k % 2 == 0 else raw_b
+        row = k // 2
+        assert dev_raw[row * 4096:(row + 1) * 4096] == mapped[k * 4096:(k + 1) * 4096]

@@ -170,6 +170,18 @@ class BlockDevice(abc.ABC):
             raise InvalidBioError(f"{self.name}: integrity metadata for sector {bio.sector} "
                                   f"is {len(bio.integrity.buf)} bytes, expected {want}")
 
+    def submit_vec(self, op, sector: int, bufs, flags: int = 0) -> None:
+        """Read or write consecutive sectors from several buffers (a multi-segment bio).
+
+        ``bufs`` are whole-sector memoryviews covering ``sector`` onwards in order.  The
+        default sends one bio per buffer; backends that can do vectored I/O in one call
+        (FileDevice: preadv/pwritev) override it.
+        """
+        for buf in bufs:
+            n = len(buf) >> SECTOR_SHIFT
+            self.submit(Bio(op, sector, n, buf, flags))
+            sector += n
+
     # -- conveniences built on submit --------------------------------------------------
     def read(self, sector: int, nr_sectors: int, flags: int = 0) -> bytearray:
         buf = bytearray(nr_sectors << SECTOR_SHIFT)

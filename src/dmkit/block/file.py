@@ -37,6 +37,21 @@ if _fallocate is not None:
     _fallocate.restype = ctypes.c_int
 
 
+_IOV_MAX = os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024
+
+
+class _SizeOnly:
+    """Stands in for a buffer when checking a vectored request: only its size is read."""
+
+    __slots__ = ("n", "readonly")
+
+    def __init__(self, n: int, readonly: bool):
+        self.n, self.readonly = n, readonly
+
+    def __len__(self) -> int:
+        return self.n
+
+
 class FileDevice(BlockDevice):
     """An image file or block device opened by path.
 
@@ -100,6 +115,48 @@ class FileDevice(BlockDevice):
                 raise
             raise BlockIOError(f"{self.name}: {op.name.lower()} at sector {bio.sector} failed: "
                                f"{e.strerror}", errno=e.errno or _errno.EIO) from None
+
+    def submit_vec(self, op, sector: int, bufs, flags: int = 0) -> None:
+        """One preadv/pwritev for all of ``bufs`` (at most IOV_MAX per call)."""
+        total = sum(len(b) for b in bufs)
+        if total & (SECTOR_SIZE - 1) or not (op is OP_READ or op is OP_WRITE):
+            return super().submit_vec(op, sector, bufs, flags)
+        self.check_bio(Bio(op, sector, total >> SECTOR_SHIFT, _SizeOnly(total, op is OP_WRITE),
+                           flags))
+        offset = sector << SECTOR_SHIFT
+        try:
+            for i in range(0, len(bufs), _IOV_MAX):
+                part = bufs[i:i + _IOV_MAX]
+                want = sum(len(b) for b in part)
+                if op is OP_READ:
+                    done = os.preadv(self._fd, part, offset)
+                else:
+                    if flags & REQ_PREFLUSH and i == 0:
+                        os.fdatasync(self._fd)
+                    done = os.pwritev(self._fd, part, offset)
+                if done != want:  # short transfer: finish buffer by buffer
+                    self._finish_vec(op, part, offset, done)
+                offset += want
+            if op is OP_WRITE and flags & REQ_FUA:
+                os.fdatasync(self._fd)
+        except OSError as e:
+            if isinstance(e, BlockIOError):
+                raise
+            raise BlockIOError(f"{self.name}: {op.name.lower()} at sector {sector} failed: "
+                               f"{e.strerror}", errno=e.errno or _errno.EIO) from None
+
+    def _finish_vec(self, op, bufs, offset: int, done: int) -> None:
+        for buf in bufs:
+            n = len(buf)
+            if done < n:
+                rest = buf[done:]
+                if op is OP_READ:
+                    self._pread(rest, offset + done)
+                else:
+                    self._pwrite(rest, offset + done)
+                done = n
+            offset += n
+            done -= n
 
     def _pread(self, mv: memoryview, offset: int) -> None:
         total = len(mv)

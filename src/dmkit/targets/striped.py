@@ -95,6 +95,9 @@ class StripedTarget(Target):
         if stripes == 1:  # chunks follow each other on the one device: no split
             self._submit(0, bio.remap(offsets[0] + sector))
             return
+        if bio.nr_sectors > chunk * stripes and bio.integrity is None and bio.crypt_ctx is None:
+            self._map_data_vectored(bio)
+            return
         while sector < end:
             chunk_nr, in_chunk = divmod(sector, chunk)
             row, stripe = divmod(chunk_nr, stripes)
@@ -106,6 +109,33 @@ class StripedTarget(Target):
                 sub = bio.split(sector - bio.sector, n, dev_sector)
             self._submit(stripe, sub)
             sector += n
+
+    def _map_data_vectored(self, bio: Bio) -> None:
+        """A bio spanning more than a row: each stripe's pieces are consecutive on its
+        device, so each stripe gets one vectored request instead of one per chunk."""
+        chunk, stripes, offsets = self.chunk_size, self.stripes, self.offsets
+        sector, end, data = bio.sector, bio.end_sector, bio.data
+        starts: list[int | None] = [None] * stripes
+        pieces: list[list[memoryview]] = [[] for _ in range(stripes)]
+        while sector < end:
+            chunk_nr, in_chunk = divmod(sector, chunk)
+            row, stripe = divmod(chunk_nr, stripes)
+            n = min(chunk - in_chunk, end - sector)
+            if starts[stripe] is None:
+                starts[stripe] = offsets[stripe] + row * chunk + in_chunk
+            lo = (sector - bio.sector) << SECTOR_SHIFT
+            pieces[stripe].append(data[lo:lo + (n << SECTOR_SHIFT)])
+            sector += n
+        for stripe in range(stripes):
+            if pieces[stripe]:
+                dev = self.devs[stripe]
+                try:
+                    dev.submit_vec(bio.op, starts[stripe], pieces[stripe], bio.flags)
+                except NotSupportedError:
+                    raise
+                except DmkitError:
+                    self._note_error(dev)
+                    raise
 
     def _map_range(self, bio: Bio) -> None:
         """Discard and write-zeroes: as dm-stripe, one request per stripe, covering the
