@@ -1,0 +1,352 @@
+"""dm-integrity tag functions: the kernel's ``internal_hash`` algorithms, batched.
+
+Upstream: ``integrity_sector_checksum`` in ``drivers/md/dm-integrity.c`` (Linux 6.1).  The
+tag of the block that starts at logical sector ``s`` (512-byte units, counted from the
+start of the provided device, even for 4096-byte blocks) is::
+
+    digest = H( [salt (16 bytes) if SB_FLAG_FIXED_HMAC]  ||  le64(s)  ||  block )
+    tag    = digest[:tag_size]  zero-padded to tag_size when the digest is shorter
+
+``H`` is any kernel ``shash``; the salt is mixed in for *every* algorithm when the
+superblock has fix_hmac, crc32c included.  The kernel's checksums are not the textbook
+ones in every case, and this module matches the kernel:
+
+- ``crc32c`` (``crypto/crc32c_generic.c``): seed ~0, final inversion, stored little-endian
+  (the usual CRC-32C); an optional 4-byte key replaces the seed;
+- ``crc32`` (``crypto/crc32_generic.c``): seed 0 and *no* inversion (raw ``crc32_le``),
+  stored little-endian; not zlib's CRC-32.  An optional 4-byte key is the seed;
+- ``xxhash64``: seed 0 (or an 8-byte little-endian key), the 64-bit value stored
+  little-endian (xxhash's canonical ``digest()`` is big-endian);
+- hashes and ``hmac(hash)`` are the standard ones; ``blake2b-N`` takes an optional key.
+
+Tags are computed for many blocks per call; per block there is one short sequence of C
+calls (copy a prepared state, two updates, digest).  Stored tags are compared in one
+constant-time comparison per request for cryptographic algorithms.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac as _hmac
+import re
+import struct
+import zlib
+from dataclasses import dataclass
+from typing import Callable
+
+import crc32c as _crc32c
+import numpy as np
+import xxhash as _xxhash
+
+from .layout import DISCARD_FILLER, MAX_TAG_SIZE, SALT_SIZE
+
+__all__ = [
+    "TagAlgorithm",
+    "TagFunction",
+    "algorithm",
+    "algorithm_names",
+    "kernel_name",
+]
+
+_LE64 = struct.Struct("<Q")
+_M32 = 0xFFFFFFFF
+
+
+@dataclass(frozen=True)
+class TagAlgorithm:
+    """One kernel ``shash`` usable as ``internal_hash``.
+
+    ``key``: "required" (hmac, cmac), "optional" (crc32c, crc32, xxhash64, blake2b) or
+    "none".  ``cryptographic``: tags are compared in constant time.
+    """
+
+    name: str
+    digest_size: int
+    key: str
+    cryptographic: bool
+    #: (key, salt) -> a fresh state primed with the salt; the state has update/copy
+    _prime: Callable
+    #: state -> digest bytes
+    _finish: Callable
+    key_sizes: tuple[int, ...] | None = None
+
+    def check_key(self, key: bytes | None) -> None:
+        if key is None or len(key) == 0:
+            if self.key == "required":
+                raise ValueError(f"{self.name} needs a key")
+            return
+        if self.key == "none":
+            raise ValueError(f"{self.name} takes no key")
+        if self.key_sizes is not None and len(key) not in self.key_sizes:
+            sizes = "/".join(map(str, self.key_sizes))
+            raise ValueError(f"{self.name}: key of {len(key)} bytes, expected {sizes}")
+
+
+# -- the checksum states ------------------------------------------------------------------
+
+class _Crc32cState:
+    """CRC-32C continuing from a value (the ``crc32c`` package's ``value`` is the finished,
+    inverted CRC of what came before, so continuing is a plain call)."""
+
+    __slots__ = ("v",)
+
+    def __init__(self, v: int):
+        self.v = v
+
+    def update(self, data) -> None:
+        self.v = _crc32c.crc32c(data, self.v)
+
+    def copy(self) -> "_Crc32cState":
+        return _Crc32cState(self.v)
+
+
+class _Crc32KernelState:
+    """The kernel's raw ``crc32_le`` (no pre/post inversion) built on zlib, whose
+    ``crc32(data, v)`` is ``~crc32_le(~v, data)``."""
+
+    __slots__ = ("c",)
+
+    def __init__(self, c: int):
+        self.c = c
+
+    def update(self, data) -> None:
+        self.c = zlib.crc32(data, self.c ^ _M32) ^ _M32
+
+    def copy(self) -> "_Crc32KernelState":
+        return _Crc32KernelState(self.c)
+
+
+def _prime_crc32c(key, salt):
+    seed = _M32 if not key else int.from_bytes(key, "little")
+    st = _Crc32cState(seed ^ _M32)          # the package's value is the inverted register
+    if salt:
+        st.update(salt)
+    return st
+
+
+def _finish_crc32c(st) -> bytes:
+    return st.v.to_bytes(4, "little")
+
+
+def _prime_crc32(key, salt):
+    st = _Crc32KernelState(int.from_bytes(key, "little") if key else 0)
+    if salt:
+        st.update(salt)
+    return st
+
+
+def _finish_crc32(st) -> bytes:
+    return st.c.to_bytes(4, "little")
+
+
+def _prime_xxh64(key, salt):
+    st = _xxhash.xxh64(seed=int.from_bytes(key, "little") if key else 0)
+    if salt:
+        st.update(salt)
+    return st
+
+
+def _finish_xxh64(st) -> bytes:
+    return st.intdigest().to_bytes(8, "little")
+
+
+def _hash_primer(hname: str):
+    def prime(key, salt):
+        st = hashlib.new(hname)
+        if salt:
+            st.update(salt)
+        return st
+    return prime
+
+
+def _blake2b_primer(size: int):
+    def prime(key, salt):
+        st = hashlib.blake2b(digest_size=size, key=key or b"")
+        if salt:
+            st.update(salt)
+        return st
+    return prime
+
+
+def _hmac_primer(hname: str):
+    def prime(key, salt):
+        st = _hmac.new(key, None, hname)
+        if salt:
+            st.update(salt)
+        return st
+    return prime
+
+
+def _cmac_aes_prime(key, salt):
+    from cryptography.hazmat.primitives import cmac
+    from cryptography.hazmat.primitives.ciphers import algorithms
+    st = cmac.CMAC(algorithms.AES(key))
+    if salt:
+        st.update(salt)
+    return st
+
+
+def _finish_digest(st) -> bytes:
+    return st.digest()
+
+
+def _finish_cmac(st) -> bytes:
+    return st.finalize()
+
+
+# kernel hash name -> hashlib name
+_HASHES = {
+    "md5": "md5", "sha1": "sha1", "sha224": "sha224", "sha256": "sha256", "sha384": "sha384",
+    "sha512": "sha512", "sha3-224": "sha3_224", "sha3-256": "sha3_256",
+    "sha3-384": "sha3_384", "sha3-512": "sha3_512", "rmd160": "ripemd160", "sm3": "sm3",
+}
+
+
+def _available(hname: str) -> bool:
+    try:
+        hashlib.new(hname)
+    except (ValueError, TypeError):
+        return False
+    return True
+
+
+def _build_registry() -> dict[str, TagAlgorithm]:
+    reg: dict[str, TagAlgorithm] = {}
+
+    def add(alg: TagAlgorithm) -> None:
+        reg[alg.name] = alg
+
+    add(TagAlgorithm("crc32c", 4, "optional", False, _prime_crc32c, _finish_crc32c, (4,)))
+    add(TagAlgorithm("crc32", 4, "optional", False, _prime_crc32, _finish_crc32, (4,)))
+    add(TagAlgorithm("xxhash64", 8, "optional", False, _prime_xxh64, _finish_xxh64, (8,)))
+    for kname, hname in _HASHES.items():
+        if not _available(hname):
+            continue
+        size = hashlib.new(hname).digest_size
+        add(TagAlgorithm(kname, size, "none", True, _hash_primer(hname), _finish_digest))
+        add(TagAlgorithm(f"hmac({kname})", size, "required", True, _hmac_primer(hname),
+                         _finish_digest))
+    for bits in (160, 256, 384, 512):
+        add(TagAlgorithm(f"blake2b-{bits}", bits // 8, "optional", True,
+                         _blake2b_primer(bits // 8), _finish_digest, tuple(range(1, 65))))
+    add(TagAlgorithm("cmac(aes)", 16, "required", True, _cmac_aes_prime, _finish_cmac,
+                     (16, 24, 32)))
+    return reg
+
+
+_REGISTRY = _build_registry()
+
+
+def kernel_name(name: str) -> str:
+    """The kernel's name for an algorithm given by the kernel's or cryptsetup's name
+    (``hmac-sha256`` -> ``hmac(sha256)``, ``cmac-aes`` -> ``cmac(aes)``)."""
+    n = name.strip().lower()
+    m = re.fullmatch(r"(hmac|cmac)-(.+)", n)
+    if m:
+        n = f"{m.group(1)}({m.group(2)})"
+    return n
+
+
+def algorithm(name: str) -> TagAlgorithm:
+    """The tag algorithm called ``name`` (kernel or cryptsetup spelling)."""
+    kname = kernel_name(name)
+    try:
+        return _REGISTRY[kname]
+    except KeyError:
+        raise ValueError(f"integrity: unknown or unavailable tag algorithm {name!r} "
+                         f"(known: {', '.join(algorithm_names())})") from None
+
+
+def algorithm_names() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+# -- the tag function of one device -----------------------------------------------------------
+
+class TagFunction:
+    """Tags of one device: algorithm, key, tag size, block size and (with fix_hmac) salt.
+
+    ``tags(data, first_sector)`` computes the tags of consecutive blocks; ``verify``
+    compares them with stored tags and returns the index of the first bad block or None.
+    """
+
+    def __init__(self, alg: TagAlgorithm | str, *, key: bytes | None = None,
+                 tag_size: int | None = None, block_size: int = 512,
+                 salt: bytes | None = None):
+        self.algorithm = algorithm(alg) if isinstance(alg, str) else alg
+        self.algorithm.check_key(key)
+        self.tag_size = self.algorithm.digest_size if tag_size is None else tag_size
+        if not 1 <= self.tag_size <= MAX_TAG_SIZE:
+            raise ValueError(f"tag size {self.tag_size} is not in 1..{MAX_TAG_SIZE}")
+        if block_size not in (512, 1024, 2048, 4096):
+            raise ValueError(f"block size {block_size} is not 512, 1024, 2048 or 4096")
+        if salt is not None and len(salt) != SALT_SIZE:
+            raise ValueError(f"salt must be {SALT_SIZE} bytes")
+        self.block_size = block_size
+        self.sectors_per_block = block_size >> 9
+        self.salted = salt is not None
+        self._state = self.algorithm._prime(bytes(key) if key else None, salt)
+        self._finish = self.algorithm._finish
+        digest = self.algorithm.digest_size
+        if digest >= self.tag_size:
+            self._fix = lambda d, n=self.tag_size: d[:n]
+        else:
+            pad = bytes(self.tag_size - digest)
+            self._fix = lambda d, p=pad: d + p
+
+    @property
+    def cryptographic(self) -> bool:
+        return self.algorithm.cryptographic
+
+    def tag(self, block, sector: int) -> bytes:
+        """The tag of one block starting at logical ``sector``."""
+        return self.tags(block, sector)
+
+    def tags(self, data, first_sector: int) -> bytes:
+        """Tags of the consecutive blocks in ``data``, the first at logical ``first_sector``."""
+        mv = memoryview(data).cast("B")
+        bs = self.block_size
+        n = len(mv) // bs
+        if n * bs != len(mv):
+            raise ValueError(f"{len(mv)} bytes is not a whole number of {bs}-byte blocks")
+        state, finish, fix, pack = self._state, self._finish, self._fix, _LE64.pack
+        spb = self.sectors_per_block
+        out = []
+        append = out.append
+        for i in range(n):
+            h = state.copy()
+            h.update(pack(first_sector + i * spb))
+            h.update(mv[i * bs:(i + 1) * bs])
+            append(fix(finish(h)))
+        return b"".join(out)
+
+    def verify(self, data, first_sector: int, stored, *,
+               allow_discards: bool = False) -> int | None:
+        """Compare the tags of ``data`` with ``stored``; the index of the first block whose
+        tag differs (and, with ``allow_discards``, is not all 0xF6), or None."""
+        bad = self.bad_blocks(data, first_sector, stored, allow_discards=allow_discards)
+        return int(bad[0]) if bad.size else None
+
+    def bad_blocks(self, data, first_sector: int, stored, *,
+                   allow_discards: bool = False) -> np.ndarray:
+        """Indices of all blocks of ``data`` whose stored tag does not verify."""
+        computed = self.tags(data, first_sector)
+        stored_b = bytes(stored)
+        if len(stored_b) != len(computed):
+            raise ValueError(f"{len(stored_b)} bytes of stored tags for "
+                             f"{len(computed) // self.tag_size} blocks")
+        if self.cryptographic:
+            equal = _hmac.compare_digest(computed, stored_b)
+        else:
+            equal = computed == stored_b
+        if equal:
+            return np.empty(0, dtype=np.intp)
+        # Only after the whole request failed do we look for which blocks did: that is
+        # what gets reported anyway, so it need not be constant time.
+        ts = self.tag_size
+        a = np.frombuffer(computed, dtype=np.uint8).reshape(-1, ts)
+        b = np.frombuffer(stored_b, dtype=np.uint8).reshape(-1, ts)
+        bad = np.any(a != b, axis=1)
+        if allow_discards:
+            bad &= ~np.all(b == DISCARD_FILLER, axis=1)
+        return np.flatnonzero(bad)
