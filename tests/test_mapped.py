@@ -279,3 +279,15 @@ def test_major_minor_device_numbers(tmp_path):
         assert found[1].startswith("/dev/")
     with pytest.raises(DeviceError, match="no block device with that major:minor"):
         _devnum_path("4095:1048575")
+
+
+def test_resolver_resolves_key_references_through_its_keyring():
+    from dmkit.keys import Keyring, KeyNotFoundError
+    ring = Keyring()
+    ring.add("user", "vol", b"k" * 32)
+    r = DeviceResolver(keyring=ring)
+    assert r.resolve_key(":32:user:vol") == b"k" * 32
+    with pytest.raises(Exception, match="the user key is 32 bytes, the reference says 64"):
+        r.resolve_key(":64:user:vol")
+    with pytest.raises(KeyNotFoundError):
+        r.resolve_key(":32:user:other")

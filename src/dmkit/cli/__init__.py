@@ -19,6 +19,7 @@ import click
 
 from .. import __version__
 from ..errors import DmkitError
+from ..keys.cli import keyring as keyring_group
 from .copy import export_cmd, import_cmd
 from .mapper import close_cmd, ls_cmd, open_cmd, status_cmd
 from .planned import PLANNED_GROUPS
@@ -101,7 +102,7 @@ def cli(ctx: click.Context, debug: bool):
 
 # The explicit list of commands (no discovery), in the order help shows them.
 for _cmd in (table_group, export_cmd, import_cmd, open_cmd, close_cmd, status_cmd, ls_cmd,
-             *PLANNED_GROUPS):
+             keyring_group, *PLANNED_GROUPS):
     cli.add_command(_cmd)
 
 

@@ -24,16 +24,10 @@ def luks():
     keyslot and token management."""
 
 
-@click.group(epilog=_NOT_YET, short_help="(planned) Keys for dm-crypt tables, as keyctl.")
-def keyring():
-    """Keys of the kernel's key types (user, logon, encrypted blobs), kept in
-    userspace for dm-crypt tables that name keys as :size:type:description."""
-
-
 @click.group(epilog=_NOT_YET, short_help="(planned) NBD and FUSE exports of a device.")
 def serve():
     """Export a mapped device to other programs: an NBD server (qemu, nbdcopy,
     nbdinfo, nbdfuse) and a FUSE file (loop devices, mkfs, mount)."""
 
 
-PLANNED_GROUPS = (integrity, luks, keyring, serve)
+PLANNED_GROUPS = (integrity, luks, serve)

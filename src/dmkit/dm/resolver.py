@@ -34,10 +34,27 @@ def _devnum_path(spec: str) -> str:
 
 
 class DeviceResolver:
-    def __init__(self, mapped: dict[str, BlockDevice] | None = None):
+    """What a table's targets reach outside themselves: devices, and keys.
+
+    ``keyring`` is where ``:<size>:<type>:<description>`` key references in tables are
+    looked up; by default the dmkit key store (``$DMKIT_KEYRING``) with the kernel
+    keyring behind it, loaded on first use.
+    """
+
+    def __init__(self, mapped: dict[str, BlockDevice] | None = None, *, keyring=None):
         #: named mapped devices that tables may stack on
         self.mapped: dict[str, BlockDevice] = dict(mapped or {})
         self._open: dict[tuple[str, bool], list] = {}  # key -> [device, refcount]
+        self.keyring = keyring
+
+    def resolve_key(self, reference: str) -> bytes:
+        """The key bytes a table's ``:<size>:<type>:<description>`` names (size checked)."""
+        from ..keys import KernelKeyring, KeyStore, kernel_keyring_status, resolve_key_reference
+
+        if self.keyring is None:
+            fallback = KernelKeyring() if kernel_keyring_status()[0] else None
+            self.keyring = KeyStore().load(fallback=fallback)
+        return resolve_key_reference(reference, self.keyring)
 
     def register(self, name: str, dev: BlockDevice) -> None:
         if name in self.mapped:
