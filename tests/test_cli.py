@@ -153,7 +153,7 @@ def test_usage_errors_exit_2(args):
 
 
 def test_planned_groups_say_so():
-    for group in ("integrity", "luks", "serve"):
+    for group in ("luks", "serve"):
         result = run(group, "--help")
         assert result.exit_code == 0
         assert "planned, not implemented" in result.stdout

@@ -6,7 +6,8 @@ and exits with the error's ``exit_code`` (1); a traceback is printed only with `
 Usage errors are click's, with exit status 2.
 
 Commands live one concern per module: ``table`` (check, show), ``copy`` (export, import),
-``mapper`` (open, close, status, ls), ``planned`` (groups later work fills).
+``mapper`` (open, close, status, ls), ``integrity`` (integritysetup's verbs),
+``planned`` (groups later work fills).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from .. import __version__
 from ..errors import DmkitError
 from ..keys.cli import keyring as keyring_group
 from .copy import export_cmd, import_cmd
+from .integrity import integrity as integrity_group
 from .mapper import close_cmd, ls_cmd, open_cmd, status_cmd
 from .planned import PLANNED_GROUPS
 from .table import table as table_group
@@ -102,7 +104,7 @@ def cli(ctx: click.Context, debug: bool):
 
 # The explicit list of commands (no discovery), in the order help shows them.
 for _cmd in (table_group, export_cmd, import_cmd, open_cmd, close_cmd, status_cmd, ls_cmd,
-             keyring_group, *PLANNED_GROUPS):
+             keyring_group, integrity_group, *PLANNED_GROUPS):
     cli.add_command(_cmd)
 
 

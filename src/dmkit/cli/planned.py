@@ -10,14 +10,6 @@ __all__ = ["PLANNED_GROUPS"]
 _NOT_YET = "No commands yet: this group is planned, not implemented (see README, Status)."
 
 
-@click.group(epilog=_NOT_YET, short_help="(planned) dm-integrity volumes, as integritysetup.")
-def integrity():
-    """dm-integrity volumes, as integritysetup: format, open, close, status, dump.
-
-    Reads and writes the kernel's on-disk format (superblock, journal, tags).
-    """
-
-
 @click.group(epilog=_NOT_YET, short_help="(planned) LUKS2/LUKS1 volumes, as cryptsetup.")
 def luks():
     """LUKS2 and LUKS1 volumes, as cryptsetup: luksFormat, open, close, luksDump,
@@ -30,4 +22,4 @@ def serve():
     nbdinfo, nbdfuse) and a FUSE file (loop devices, mkfs, mount)."""
 
 
-PLANNED_GROUPS = (integrity, luks, serve)
+PLANNED_GROUPS = (luks, serve)
