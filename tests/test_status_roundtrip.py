@@ -25,6 +25,22 @@ EXAMPLES: dict[str, list[tuple[int, str]]] = {
         (4096, "2 256 {img} 0 {img2} 2048"),
         (96, "3 4 {img} 0 {img2} 100 {img} 1000"),
     ],
+    # the first load formats the zeroed image; the printed table has the kernel's
+    # effective values (journal_sectors, buffer_sectors, watermark) and reloads the same
+    "integrity": [
+        (2048, "{img} 0 - J 1 internal_hash:crc32c"),
+        (2048, "{img} 0 4 D 2 internal_hash:crc32c fix_padding"),
+        (1024, "{img} 8 32 B 5 internal_hash:sha256 sectors_per_bit:8 "
+               "bitmap_flush_interval:500 allow_discards block_size:1024"),
+        (4096, "{img} 0 8 J 5 meta_device:{img2} block_size:4096 journal_watermark:30 "
+               "commit_time:100 buffer_sectors:0"),
+        (1024, "{img} 0 - J 4 internal_hash:hmac(sha256):"
+               "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f fix_hmac "
+               "zero_on_error legacy_recalculate"),
+        (1024, "{img} 0 4 R 2 internal_hash:crc32c interleave_sectors:1000"),
+        (2048, "{img} 0 - D 3 internal_hash:xxhash64 recalculate journal_sectors:0"),
+        (1024, "{img} 0 - J 3 internal_hash:crc32c journal_mac:hmac(sha256):0011 fix_hmac"),
+    ],
 }
 
 

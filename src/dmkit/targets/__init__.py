@@ -8,6 +8,7 @@ from __future__ import annotations
 from ..dm.target import Target
 from .error import ErrorTarget
 from .flakey import FlakeyTarget
+from .integrity.target import IntegrityTarget
 from .linear import LinearTarget
 from .striped import StripedTarget
 from .zero import ZeroTarget
@@ -20,6 +21,7 @@ TARGETS: dict[str, type[Target]] = {
     "error": ErrorTarget,
     "flakey": FlakeyTarget,
     "striped": StripedTarget,
+    "integrity": IntegrityTarget,
 }
 
 

@@ -9,9 +9,11 @@ Split by concern:
 - :mod:`.geometry` — journal size, tag areas, provided size, where a block and its tag are;
 - :mod:`.tags` — the tag functions (``internal_hash``), batched;
 - :mod:`.journal` — what a replay would do, the dirty bitmap;
-- :mod:`.reader` — a verified read-only BlockDevice over an image.
-
-The table target (modes J/B/D/R, the write path, recalculation) is not here yet.
+- :mod:`.reader` — a verified read-only BlockDevice over an image;
+- :mod:`.target` — the table target (modes J/B/D/R, the write path, replay, the bitmap,
+  recalculation), with :mod:`.options` (the table line), :mod:`.datapath` (requests),
+  :mod:`.jwriter` (the journal's write side), :mod:`.tagstore` (the tag cache) and
+  :mod:`.bitmap` (bitmap-mode bit operations).
 """
 
 from .geometry import (
@@ -25,6 +27,7 @@ from .journal import JournalScan, JournalStatus, UnreplayedJournalError, scan_jo
 from .layout import SbFlags, Superblock
 from .reader import IntegrityReader, read_superblock
 from .tags import TagAlgorithm, TagFunction, algorithm, algorithm_names, kernel_name
+from .target import IntegrityTarget
 
 __all__ = [
     "Superblock",
@@ -45,4 +48,5 @@ __all__ = [
     "algorithm",
     "algorithm_names",
     "kernel_name",
+    "IntegrityTarget",
 ]

@@ -99,6 +99,19 @@ class JournalScan:
     dropped_entries: int = 0
     #: bitmap mode: dirty (start_sector, nr_sectors) ranges
     dirty_ranges: tuple[tuple[int, int], ...] = field(default=())
+    #: What the kernel does after the replay (``replay_journal``'s tail), for the table
+    #: target: every entry of the journal unused, or the sequence pattern says cleared
+    #: (the kernel's ``journal_empty``) ...
+    journal_empty: bool = False
+    #: ... the number of consecutive sections from ``write_start`` that carry the wanted
+    #: commit sequence (``write_sections`` before the empty case zeroes it above) ...
+    consistent_sections: int = 0
+    #: ... the last commit sequence in use (``last_used``) ...
+    last_used_seq: int = 0
+    #: ... and the wanted sequence where that walk stopped (``want_commit_seq``).  With
+    #: ``consistent_sections == journal_sections`` the kernel continues the journal from
+    #: ``write_start`` with this sequence; otherwise it clears the journal.
+    resume_commit_seq: int = 0
 
     @property
     def replay_needed(self) -> bool:
@@ -191,23 +204,25 @@ def scan_journal(raw, geometry: Geometry, commit_ids=COMMIT_IDS) -> JournalScan:
         if i >= nsec:
             want = (want + 1) % N_COMMIT_IDS
             i -= nsec
+    tail = dict(journal_empty=journal_empty, consistent_sections=write_sections,
+                last_used_seq=last_used, resume_commit_seq=want)
     if journal_empty or write_sections == 0:
         return JournalScan(JournalStatus.EMPTY, "the journal holds nothing to replay",
                            used_commit_seqs=tuple(used), write_start=write_start,
-                           write_sections=write_sections if not journal_empty else 0)
+                           write_sections=write_sections if not journal_empty else 0, **tail)
     entries, dropped = _replay_entries(mv, geometry, write_start, write_sections)
     if not entries:
         return JournalScan(JournalStatus.EMPTY,
                            "the committed journal sections hold no usable entries",
                            used_commit_seqs=tuple(used), write_start=write_start,
-                           write_sections=write_sections, dropped_entries=dropped)
+                           write_sections=write_sections, dropped_entries=dropped, **tail)
     return JournalScan(JournalStatus.REPLAY_NEEDED,
                        f"the journal holds {len(entries)} committed block(s) in "
                        f"{write_sections} section(s) from section {write_start} that have "
                        "not been written home; the journal must be replayed",
                        used_commit_seqs=tuple(used), write_start=write_start,
                        write_sections=write_sections, entries=tuple(entries),
-                       dropped_entries=dropped)
+                       dropped_entries=dropped, **tail)
 
 
 def _any_entry_used(mv: memoryview, jg) -> bool:

@@ -1,0 +1,394 @@
+"""The integrity target's request handling: reads, writes, discards, flushes, and the
+background work the kernel does in worker threads (autocommit, the bitmap flush,
+recalculation), run here synchronously.
+
+Upstream (``drivers/md/dm-integrity.c``, Linux 6.1): ``dm_integrity_map``,
+``dm_integrity_map_continue``, ``integrity_metadata`` (tags of a request, checked in one
+pass), ``dm_integrity_rw_tag`` (the discard filler), ``integrity_commit``,
+``dm_integrity_flush_buffers``, ``bitmap_block_work``, ``bitmap_flush_work``,
+``integrity_recalc``.
+
+A request is handled in batches: its extents (runs contiguous in data and tags, one per
+interleave area) are read or written with one device request each, and all its tags are
+computed and compared in one call.  The only per-block Python work is in the journal's
+read overlay and write-home bookkeeping.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from ...block import SECTOR_SHIFT, Bio
+from ...block.bio import OP_DISCARD, OP_FLUSH, OP_READ, OP_WRITE, REQ_FUA, REQ_PREFLUSH
+from ...errors import (
+    DmkitError,
+    IntegrityError,
+    InvalidBioError,
+    NotSupportedError,
+    ReadOnlyError,
+)
+from .layout import DISCARD_FILLER, SbFlags
+
+__all__ = ["DataPath", "RECALC_SECTORS", "RECALC_WRITE_SUPER"]
+
+log = logging.getLogger("dmkit.integrity")
+
+#: ``RECALC_SECTORS`` (64-bit kernels) and ``RECALC_WRITE_SUPER``
+RECALC_SECTORS = 32768
+RECALC_WRITE_SUPER = 16
+#: at most this many distinct zeroed sectors are remembered to log each only once
+_MAX_LOGGED_ZEROED = 65536
+
+
+class DataPath:
+    """Mixed into :class:`~.target.IntegrityTarget`; uses its attributes (``geo``,
+    ``tags``, ``journal``, ``tag_fn``, ``mode``...)."""
+
+    # -- entry ------------------------------------------------------------------------------
+    def map(self, bio: Bio) -> None:
+        self._check_usable()
+        self._run_timers()
+        op = bio.op
+        if op is OP_FLUSH:
+            self._flush_request()
+            return
+        if bio.flags & REQ_PREFLUSH:
+            self._flush_request()
+        self._check_request(bio)
+        if op is OP_READ:
+            self._read(bio)
+            return
+        if self.mode == "R":
+            raise ReadOnlyError(f"integrity: {op.name.lower()} at sector {bio.sector}: "
+                                "mode R (recovery) is read-only")
+        if op is OP_WRITE:
+            self._guarded(self._write, bio)
+            if bio.flags & REQ_FUA:
+                self._flush_request()
+        elif op is OP_DISCARD:
+            if not self.opts.allow_discards:
+                raise NotSupportedError("integrity: discard needs allow_discards")
+            self._guarded(self._discard, bio)
+        else:
+            raise NotSupportedError(f"integrity: {op.name.lower()} is not supported")
+
+    def _guarded(self, fn, bio: Bio) -> None:
+        try:
+            fn(bio)
+        except DmkitError as e:
+            if not isinstance(e, (InvalidBioError, NotSupportedError)):
+                self._fail(e)
+            raise
+
+    def _check_request(self, bio: Bio) -> None:
+        s, n = bio.sector, bio.nr_sectors
+        if s < 0 or n <= 0 or s + n > self.nr_sectors:
+            raise InvalidBioError(f"integrity: request for sectors {s}+{n} is outside the "
+                                  f"target ({self.nr_sectors} sectors)")
+        if (s | n) & (self.spb - 1):
+            raise InvalidBioError(f"integrity: request for sectors {s}+{n} is not aligned "
+                                  f"to the {self.spb << SECTOR_SHIFT}-byte block size")
+        if bio.integrity is not None:
+            if self.tag_fn is not None:
+                raise InvalidBioError("integrity: unexpected integrity data when using "
+                                      "internal hash")
+            want = (n >> self.log2_spb) * self.tag_size
+            if len(bio.integrity.buf) != want:
+                raise InvalidBioError(f"integrity: invalid integrity data size "
+                                      f"{len(bio.integrity.buf)}, expected {want}")
+
+    # -- reads ----------------------------------------------------------------------------------
+    def _read(self, bio: Bio) -> None:
+        s, n, buf = bio.sector, bio.nr_sectors, bio.data
+        internal = self.tag_fn is not None
+        want_tags = not (internal and self.mode == "R")
+        ts, l2 = self.tag_size, self.log2_spb
+        stored = bytearray((n >> l2) * ts) if want_tags else None
+        dev, tags = self.data_dev, self.tags
+        for ext in self.geo.extents(s, n):
+            off = ext.logical_sector - s
+            dev.submit(Bio.read(ext.data_sector,
+                                buf[off << SECTOR_SHIFT:(off + ext.nr_sectors) << SECTOR_SHIFT]))
+            if want_tags:
+                t0 = (off >> l2) * ts
+                stored[t0:t0 + ext.nr_blocks * ts] = tags.read(ext.tag_offset, ext.nr_blocks * ts)
+        if self.journal is not None and self.journal.newest:
+            self.journal.overlay(s, n, buf, stored)
+        if not internal:
+            if bio.integrity is not None:
+                bio.integrity.buf[:] = stored
+            return
+        if self.mode == "R" or self._unverifiable(s, n):
+            return
+        bad = self.tag_fn.bad_blocks(buf, s, stored, allow_discards=self.opts.allow_discards)
+        if bad.size:
+            self._bad_read(s, buf, bad)
+
+    def _unverifiable(self, s: int, n: int) -> bool:
+        """Tags not yet recalculated (kernel: reads there are not checked)."""
+        sb = self.sb
+        if sb.flags & SbFlags.RECALCULATING and s + n > sb.recalc_sector:
+            return True
+        return self.mode == "B" and not self._bm_recalc.all_clear(s, n)
+
+    def _bad_read(self, s: int, buf: memoryview, bad) -> None:
+        spb, bs = self.spb, self.spb << SECTOR_SHIFT
+        first = s + int(bad[0]) * spb
+        self.number_of_mismatches += 1
+        if self.opts.zero_on_error:
+            for k in bad.tolist():
+                buf[k * bs:(k + 1) * bs] = bytes(bs)
+                sector = s + k * spb
+                if sector not in self._logged_zeroed and \
+                        len(self._logged_zeroed) < _MAX_LOGGED_ZEROED:
+                    self._logged_zeroed.add(sector)
+                    log.warning("integrity %s: checksum mismatch at sector %d: read as zeros "
+                                "(zero_on_error)", self.opts.dev, sector)
+            self.zeroed_blocks += int(bad.size)
+            return
+        buf[:] = bytes(len(buf))
+        more = f" and {bad.size - 1} more block(s)" if bad.size > 1 else ""
+        log.error("integrity %s: checksum mismatch at sector %d%s", self.opts.dev, first, more)
+        raise IntegrityError(f"integrity: checksum mismatch at sector {first}")
+
+    # -- writes -----------------------------------------------------------------------------------
+    def _write(self, bio: Bio) -> None:
+        s, n, data = bio.sector, bio.nr_sectors, bio.data
+        if self.tag_fn is not None:
+            tags = self.tag_fn.tags(data, s)
+        elif bio.integrity is not None:
+            tags = bytes(bio.integrity.buf)
+        else:
+            tags = None
+        if self.mode == "J":
+            self._journal_write(s, data, tags)
+            return
+        if self.mode == "B":
+            self._bitmap_mark(s, n)
+        self._write_home(s, data, tags)
+        self._schedule_autocommit()
+
+    def _write_home(self, s: int, data, tags) -> None:
+        """Data and tags to their places (tags through the cache)."""
+        ts, l2 = self.tag_size, self.log2_spb
+        dev, store = self.data_dev, self.tags
+        mv = memoryview(data).cast("B")
+        for ext in self.geo.extents(s, len(mv) >> SECTOR_SHIFT):
+            off = ext.logical_sector - s
+            dev.submit(Bio.write(ext.data_sector,
+                                 mv[off << SECTOR_SHIFT:(off + ext.nr_sectors) << SECTOR_SHIFT]))
+            if tags is not None:
+                t0 = (off >> l2) * ts
+                store.write(ext.tag_offset, tags[t0:t0 + ext.nr_blocks * ts])
+
+    def _journal_write(self, s: int, data, tags) -> None:
+        jw = self.journal
+        mv = memoryview(data).cast("B")
+        bs = self.spb << SECTOR_SHIFT
+        ts = self.tag_size
+        done, total = 0, len(mv) // bs
+        while done < total:
+            if jw.free_sectors == 0:
+                self._commit()
+                self._write_journal_home()
+            k = jw.add(s + done * self.spb, mv[done * bs:],
+                       None if tags is None else tags[done * ts:])
+            done += k
+            if jw.free_sectors <= self.free_sectors_threshold:
+                self._commit()
+            else:
+                self._schedule_autocommit()
+
+    # -- discards -------------------------------------------------------------------------------
+    def _discard(self, bio: Bio) -> None:
+        s, n = bio.sector, bio.nr_sectors
+        if self.mode == "J" and self.journal.holds_any(s, n):
+            self._commit()
+            self._write_journal_home()
+        if self.mode == "B":
+            self._bitmap_mark(s, n)
+        filler = bytes([DISCARD_FILLER]) * ((n >> self.log2_spb) * self.tag_size)
+        if self.mode == "D":
+            self._discard_data(s, n)
+            self._write_tags(s, n, filler)
+        else:
+            self._write_tags(s, n, filler)
+            self._flush_buffers(False)
+            self._discard_data(s, n)
+        self._schedule_autocommit()
+
+    def _write_tags(self, s: int, n: int, tags: bytes) -> None:
+        ts, l2 = self.tag_size, self.log2_spb
+        for ext in self.geo.extents(s, n):
+            t0 = ((ext.logical_sector - s) >> l2) * ts
+            self.tags.write(ext.tag_offset, tags[t0:t0 + ext.nr_blocks * ts])
+
+    def _discard_data(self, s: int, n: int) -> None:
+        if not self.data_dev.can_discard:
+            return          # the tags say "discarded"; any data verifies
+        for ext in self.geo.extents(s, n):
+            self.data_dev.submit(Bio.discard(ext.data_sector, ext.nr_sectors))
+
+    # -- flushes and commits ---------------------------------------------------------------------
+    def _flush_request(self) -> None:
+        """What a FLUSH (or FUA) request makes the kernel do (``integrity_commit``)."""
+        if self.mode == "R":
+            return
+        self._autocommit_at = None
+        if self.mode == "J":
+            self._commit()
+        else:
+            self._flush_buffers(True)
+
+    def _commit(self) -> None:
+        self._autocommit_at = None
+        jw = self.journal
+        try:
+            jw.commit()
+            if jw.free_sectors <= self.free_sectors_threshold:
+                self._write_journal_home()
+        except DmkitError as e:
+            self._fail(e)
+            raise
+
+    def _write_journal_home(self) -> None:
+        self.journal.write_home(self._write_home, lambda: self._flush_buffers(True))
+
+    def _flush_buffers(self, flush_data: bool) -> None:
+        """``dm_integrity_flush_buffers``: dirty tags to disk, then a flush of the metadata
+        device (and of the data device when it is separate and ``flush_data``)."""
+        if self.meta_dev is not self.data_dev and flush_data:
+            self.data_dev.flush()
+        self.tags.writeback()
+        self.meta_dev.flush()
+
+    # -- timers (the kernel's autocommit timer and delayed bitmap flush) -------------------------
+    def _schedule_autocommit(self) -> None:
+        if self._autocommit_at is None:
+            self._autocommit_at = self.clock() + self.opts.commit_time / 1000.0
+
+    def tick(self) -> None:
+        """Run the work whose time has come (an autocommit after ``commit_time``, the bitmap
+        flush after ``bitmap_flush_interval``).  Requests call this; so may an idle owner."""
+        self._check_usable()
+        self._run_timers()
+
+    def _run_timers(self) -> None:
+        if self._autocommit_at is None and self._bitmap_flush_at is None:
+            return
+        now = self.clock()
+        if self._autocommit_at is not None and now >= self._autocommit_at:
+            self._autocommit_at = None
+            if self.mode == "J":
+                self._commit()
+            elif self.mode != "R":
+                self._flush_buffers(True)
+        if self._bitmap_flush_at is not None and now >= self._bitmap_flush_at:
+            self._bitmap_flush()
+
+    # -- bitmap mode ------------------------------------------------------------------------------
+    def _bitmap_mark(self, s: int, n: int) -> None:
+        """``bitmap_block_work``: before a write, its region's bits go to disk (FUA)."""
+        if self._bm_may_write.all_set(s, n):
+            return
+        self._bm_journal.set(s, n)
+        self._write_bitmap_range(s, n)
+        self._bm_may_write.set(s, n)
+        if self._bitmap_flush_at is None:
+            self._bitmap_flush_at = self.clock() + self.opts.bitmap_flush_interval / 1000.0
+
+    def _write_bitmap_range(self, s: int, n: int) -> None:
+        shift = self._bm_journal.shift
+        first = (s >> shift) // (4096 * 8)
+        last = ((s + n - 1) >> shift) // (4096 * 8)
+        self._write_bitmap_blocks(first, last - first + 1)
+
+    def _write_bitmap_blocks(self, first: int, count: int) -> None:
+        jw = self.journal
+        a, b = first * 4096, (first + count) * 4096
+        jw.dev.submit(Bio.write(jw.first_sector + (a >> SECTOR_SHIFT),
+                                memoryview(jw.mem)[a:b], REQ_FUA))
+
+    def _bitmap_flush(self) -> None:
+        """``bitmap_flush_work``: make data and tags durable, then clear the bits."""
+        self._bitmap_flush_at = None
+        self._flush_buffers(False)
+        self._flush_buffers(True)
+        limit = self.provided_data_sectors
+        if self.sb.flags & SbFlags.RECALCULATING:
+            shift = self._bm_journal.shift
+            limit = self.sb.recalc_sector >> shift << shift
+        self._bm_journal.clear(0, limit)
+        self._bm_may_write.clear(0, limit)
+        self._write_bitmap_blocks(0, self.n_bitmap_blocks)
+
+    # -- recalculation ------------------------------------------------------------------------------
+    @property
+    def recalculating(self) -> bool:
+        return bool(self.sb.flags & SbFlags.RECALCULATING) and \
+            self.sb.recalc_sector < self.provided_data_sectors
+
+    def recalc_step(self, max_chunks: int | None = None) -> bool:
+        """``integrity_recalc``: recompute tags from ``recalc_sector`` on, at most
+        ``max_chunks`` chunks of ``RECALC_SECTORS``.  The position is saved in the
+        superblock every ``RECALC_WRITE_SUPER`` chunks and at the end, so an interrupted
+        recalculation resumes.  Returns True when finished."""
+        self._check_usable()
+        if not self.sb.flags & SbFlags.RECALCULATING or self.tag_fn is None:
+            return True
+        geo, spb = self.geo, self.spb
+        done = 0
+        try:
+            while max_chunks is None or done < max_chunks:
+                ls = self.sb.recalc_sector
+                if ls >= self.provided_data_sectors:
+                    if self.mode == "B":
+                        self._bm_recalc.clear(0, self.provided_data_sectors)
+                        self._bitmap_flush()
+                    self._recalc_write_super()
+                    return True
+                n = min(RECALC_SECTORS, self.provided_data_sectors - ls)
+                if not geo.separate_metadata:
+                    il = 1 << geo.log2_interleave_sectors
+                    n = min(n, il - (ls & (il - 1)))
+                self._recalc_chunk(ls, n, spb)
+                self._set_recalc_sector(ls + n)
+                done += 1
+        except DmkitError as e:
+            self._fail(e)
+            raise
+        self._recalc_write_super()
+        return False
+
+    def _recalc_chunk(self, ls: int, n: int, spb: int) -> None:
+        logical, count = ls, n
+        if self.mode == "B":
+            bm = self._bm_recalc
+            if bm.all_clear(ls, n):
+                return
+            first = bm.first_set(ls, n)
+            end = bm.last_set_end(ls, n)
+            logical, count = first, end - first
+        self._recalc_counter += 1
+        if self._recalc_counter == RECALC_WRITE_SUPER:
+            self._recalc_write_super()
+            if self.mode == "B" and self._bitmap_flush_at is None:
+                self._bitmap_flush_at = self.clock() + self.opts.bitmap_flush_interval / 1000.0
+            self._recalc_counter = 0
+        data = bytearray(count << SECTOR_SHIFT)
+        for ext in self.geo.extents(logical, count):
+            off = ext.logical_sector - logical
+            self.data_dev.submit(Bio.read(
+                ext.data_sector, memoryview(data)[off << SECTOR_SHIFT:
+                                                  (off + ext.nr_sectors) << SECTOR_SHIFT]))
+        self._write_tags(logical, count, self.tag_fn.tags(data, logical))
+        if self.mode == "B":
+            shift = self._bm_recalc.shift
+            start = ls >> shift << shift
+            end = (ls + n) >> shift << shift
+            self._bm_recalc.clear(start, end - start)
+
+    def _recalc_write_super(self) -> None:
+        """``recalc_write_super``: tags first, then the superblock (no FUA, as the kernel)."""
+        self._flush_buffers(False)
+        self._write_sb(fua=False)
