@@ -41,6 +41,15 @@ EXAMPLES: dict[str, list[tuple[int, str]]] = {
         (2048, "{img} 0 - D 3 internal_hash:xxhash64 recalculate journal_sectors:0"),
         (1024, "{img} 0 - J 3 internal_hash:crc32c journal_mac:hmac(sha256):0011 fix_hmac"),
     ],
+    "crypt": [
+        (4096, "aes-xts-plain64 " + "0123456789abcdef" * 8 + " 0 {img} 0"),
+        (2048, "aes-cbc-essiv:sha256 " + "ab" * 32 + " 7 {img} 2048 2 allow_discards "
+               "same_cpu_crypt"),
+        (1024, "capi:xts(aes)-plain64 " + "cd" * 32 + " 8 {img} 8 3 sector_size:4096 "
+               "iv_large_sectors no_read_workqueue"),
+        (64, "aes:2-cbc-plain64be " + "ef" * 64 + " 0 {img2} 0"),
+        (64, "cipher_null-ecb - 0 {img} 0 1 submit_from_crypt_cpus"),
+    ],
 }
 
 

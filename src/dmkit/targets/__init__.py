@@ -6,6 +6,7 @@ Explicit on purpose: a new target is added here by hand.
 from __future__ import annotations
 
 from ..dm.target import Target
+from .crypt import CryptTarget
 from .error import ErrorTarget
 from .flakey import FlakeyTarget
 from .integrity.target import IntegrityTarget
@@ -22,6 +23,7 @@ TARGETS: dict[str, type[Target]] = {
     "flakey": FlakeyTarget,
     "striped": StripedTarget,
     "integrity": IntegrityTarget,
+    "crypt": CryptTarget,
 }
 
 
