@@ -433,3 +433,32 @@ def test_keyring_references(tmp_path):
         crypt_dev("aes-xts-plain64 :64:user:nope 0 lower 0", lower, keyring=ring)
     with pytest.raises(TableError, match="trusted|not supported"):
         crypt_dev("aes-xts-plain64 :64:trusted:x 0 lower 0", lower, keyring=ring)
+
+
+@pytest.mark.parametrize("name", ["luks2-aes-gcm-random-aead", "luks2-chacha20-poly1305",
+                                  "luks2-aes-xts-hmac-sha256"])
+def test_kernel_aead_images_through_the_integrity_target(tmp_path, name):
+    """crypt with integrity:N:aead over dmkit's integrity target, tables as the kernel had them."""
+    src = SHARED / "luks"
+    if not (src / f"{name}.img.zst").exists() or "integrity" not in __import__(
+            "dmkit.targets", fromlist=["TARGETS"]).TARGETS:
+        pytest.skip("needs ../shared/fixtures/kernel and the integrity target")
+    im = json.loads((SHARED / "manifest.json").read_text())
+    im = next(i for i in im["images"] if i["name"] == name)
+    path = image(tmp_path, f"{name}.img.zst", src)
+    crypt_line, dif_line = im["dm_table_while_open"]
+    dif = dif_line.split(": ", 1)[1].split()
+    dif[3] = path
+    r = DeviceResolver()
+    lower = MappedDevice.from_table(" ".join(dif) + "\n", resolver=r, read_only=True, name="dif")
+    r.register("dif", lower)
+    c = crypt_line.split(": ", 1)[1].split()
+    c[4], c[6] = im["volume_key_hex"], "dif"
+    top = MappedDevice.from_table(" ".join(c) + "\n", resolver=r, read_only=True)
+    try:
+        n = im["provided_size_sectors"]
+        assert hashlib.sha256(top.read(0, n)).hexdigest() == im["provided_sha256"]
+    finally:
+        top.close()
+        lower.close()
+        r.close()
