@@ -29,7 +29,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from reference import KERNEL_RUN, garbage, keys, parse_cases  # noqa: E402
+from reference import KERNEL_RUN, garbage, keys  # noqa: E402
 
 PATTERN_SECTORS = 8192
 #: format options that integritysetup open does not take (the superblock has them)
