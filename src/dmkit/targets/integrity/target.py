@@ -152,7 +152,7 @@ class IntegrityTarget(DataPath, Target):
         self.tag_size = tag_size
         self.spb = o.sectors_per_block
         self.log2_spb = self.spb.bit_length() - 1
-        separate = self.meta_dev is not self.data_dev
+        self.separate = separate = o.meta_device is not None
 
         area = self.meta_dev.read(o.start, SB_SECTORS) \
             if self.meta_dev.nr_sectors >= o.start + SB_SECTORS else None
@@ -355,7 +355,7 @@ class IntegrityTarget(DataPath, Target):
 
     def _write_sb(self, *, fua: bool) -> None:
         """``sync_rw_sb(WRITE)``: the lowest version the flags need, the MAC, 8 sectors."""
-        version = required_version(int(self.sb.flags), meta_device=self.meta_dev is not self.data_dev,
+        version = required_version(int(self.sb.flags), meta_device=self.separate,
                                    bitmap_mode=self.mode == "B")
         self.sb = dataclasses.replace(self.sb, version=version)
         area = self._sb_area
