@@ -310,15 +310,15 @@ def format_cmd(dev, integrity_alg, integrity_key_file, integrity_key_size, tag_s
         buffer_sectors=buffer_sectors, fix_padding=not integrity_legacy_padding,
         fix_hmac=not integrity_legacy_hmac, journal_mac=jmac, journal_mac_key=jmac_key,
         journal_crypt=journal_crypt, journal_crypt_key=jcrypt_key)
-    if tag_size is not None and tag_size != algorithm(alg).digest_size:
-        log.warning("requested tag size %d bytes differs from %s's %d-byte output",
-                    tag_size, alg, algorithm(alg).digest_size)
     with _open_devices(dev, data_device, write=True) as (data_dev, meta_dev):
         md = meta_dev or data_dev
         with _bad_input():
             plan = plan_format(data_dev.nr_sectors,
                                meta_dev.nr_sectors if meta_dev is not None else None,
                                params=params, salt=random_bytes(16), device=md.name)
+        if tag_size is not None and tag_size != algorithm(alg).digest_size:
+            log.warning("requested tag size %d bytes differs from %s's %d-byte output",
+                        tag_size, alg, algorithm(alg).digest_size)
         if not batch_mode:
             _confirm_format(dev, md)
             click.echo("Wiping device to initialize integrity checksum." if not no_wipe
