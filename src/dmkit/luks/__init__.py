@@ -1,0 +1,187 @@
+"""LUKS2 and LUKS1: headers, key slots, KDFs, the AF splitter, digests, tokens.
+
+Byte-compatible with cryptsetup's on-disk formats (LUKS2 On-Disk Format Specification,
+LUKS1 On-Disk Format Specification 1.2.3; cryptsetup 2.6 ``lib/luks2``, ``lib/luks1``).
+See docs/luks.md.
+
+Safe recipes (paths or BlockDevices):
+
+- :func:`open` — unlock with a passphrase (or a volume key, or a keyring token) and get
+  an :class:`Unlocked`: the volume key and a :class:`DataSegment` from which the
+  ``crypt``/``integrity`` tables are built;
+- :func:`format` — ``luksFormat`` (LUKS2 or LUKS1, detached headers);
+- :func:`load` — the :class:`Luks2Volume` / :class:`Luks1Volume` with the key slot
+  operations (add, change, remove, kill), tokens, labels, repair;
+- :func:`dump` / :func:`dump_json` — ``luksDump`` text and JSON;
+- :func:`header_backup` / :func:`header_restore`.
+
+The low-level parts have their own modules: :mod:`.layout` (binary headers),
+:mod:`.metadata` (the JSON model and its validation), :mod:`.luks2` (header copies and
+writes), :mod:`.af`, :mod:`.kdf`, :mod:`.storage` (key slot area encryption),
+:mod:`.keyslot`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+
+from ..block import BlockDevice, FileDevice, read_bytes
+from ..errors import FormatError
+from . import backup as _backup
+from .dump import dump_luks1, dump_luks2, dump_luks2_json
+from .errors import NO_KEY_MESSAGE, KeyslotError, NoKeyError, ParameterError
+from .kdf import Pbkdf
+from .layout import probe_version
+from .luks1 import Luks1Volume, format_luks1
+from .luks2 import Luks2Header, read_luks2_header
+from .luks2_volume import Luks2Volume, format_luks2
+from .metadata import Luks2Metadata
+from .volume import DataSegment, IntegrityTableParams, Unlocked
+
+__all__ = [
+    "open",
+    "format",
+    "load",
+    "probe",
+    "dump",
+    "dump_json",
+    "header_backup",
+    "header_restore",
+    "Luks2Volume",
+    "Luks1Volume",
+    "Luks2Header",
+    "Luks2Metadata",
+    "format_luks2",
+    "format_luks1",
+    "read_luks2_header",
+    "Unlocked",
+    "DataSegment",
+    "IntegrityTableParams",
+    "Pbkdf",
+    "NoKeyError",
+    "KeyslotError",
+    "ParameterError",
+    "NO_KEY_MESSAGE",
+]
+
+@contextlib.contextmanager
+def _device(target, *, write: bool):
+    """A BlockDevice for a path (opened and closed here) or the device itself."""
+    if isinstance(target, BlockDevice):
+        yield target
+        return
+    dev = FileDevice(target, read_only=not write)
+    try:
+        yield dev
+    finally:
+        dev.close()
+
+
+def probe(device: BlockDevice) -> int | None:
+    """The LUKS version (1 or 2) whose magic ``device`` starts with, else None."""
+    if device.size_bytes < 512:
+        return None
+    return probe_version(bytes(read_bytes(device, 0, 512)))
+
+
+def load(device: BlockDevice, **kw) -> Luks1Volume | Luks2Volume:
+    """The LUKS volume on ``device`` (the header device, when the header is detached)."""
+    version = probe(device)
+    if version == 2:
+        return Luks2Volume.load(device, **kw)
+    if version == 1:
+        return Luks1Volume.load(device, **kw)
+    try:  # a destroyed primary: the secondary LUKS2 header may still be found
+        return Luks2Volume.load(device, **kw)
+    except FormatError:
+        pass
+    raise FormatError(f"Device {device.name} is not a valid LUKS device.")
+
+
+def open(device, passphrase=None, *, header=None, keyslot: int | None = None,
+         volume_key=None, keyring=None, token: int | None = None) -> Unlocked:
+    """Unlock a LUKS volume: returns the volume key and its data segment.
+
+    ``device`` and ``header`` (a detached header) are paths or BlockDevices.  Give a
+    ``passphrase`` (str or bytes, e.g. a key file's content), a ``volume_key``, or a
+    ``keyring`` (with ``material(type, description)``) for ``luks2-keyring`` tokens.
+    A wrong passphrase raises :class:`NoKeyError` ("No key available with this
+    passphrase.", exit code 2).  Devices opened here from paths are closed on return.
+    """
+    with _device(header if header is not None else device, write=False) as dev:
+        vol = load(dev)
+        if volume_key is not None:
+            return vol.unlock_with_volume_key(volume_key)
+        if passphrase is None and keyring is not None:
+            if vol.version != 2:
+                raise ParameterError("luks1: tokens are a LUKS2 feature")
+            return vol.unlock_token(keyring, token=token)
+        if passphrase is None:
+            raise ParameterError("luks: a passphrase, volume key or keyring is needed")
+        return vol.unlock(passphrase, keyslot=keyslot)
+
+
+def _new_header_file(path, size: int) -> None:
+    fd = os.open(os.fspath(path), os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_CLOEXEC, 0o600)
+    try:
+        os.ftruncate(fd, size)
+    finally:
+        os.close(fd)
+
+
+def format(device, passphrase, *, type: str = "luks2", header=None, **kw) -> Unlocked:
+    """``cryptsetup luksFormat``: see :func:`format_luks2` / :func:`format_luks1` for the
+    options.  With ``header`` (a path or BlockDevice) the header is detached; a header
+    path that does not exist is created (0600) with the size the header needs."""
+    if type not in ("luks1", "luks2"):
+        raise ParameterError(f"luks: unknown type {type!r} (luks1 or luks2)")
+    fmt = format_luks2 if type == "luks2" else format_luks1
+    if header is not None and not isinstance(header, BlockDevice) and \
+            not os.path.exists(header):
+        if type == "luks2":
+            meta = kw.get("metadata_size", 16384)
+            size = 2 * meta + (kw.get("keyslots_size") or (16 << 20) - 2 * meta)
+        else:  # the header sector and eight key slot areas, 4 KiB aligned
+            key = kw.get("key_bytes") or 64
+            size = 4096 + 8 * -(-key * 4000 // 4096) * 4096
+        _new_header_file(header, size)
+    with contextlib.ExitStack() as stack:
+        data = stack.enter_context(_device(device, write=True))
+        if header is None:
+            return fmt(data, passphrase, **kw)
+        hdr = stack.enter_context(_device(header, write=True))
+        return fmt(hdr, passphrase, data_device=data, **kw)
+
+
+def dump(device, *, header=None, name: str | None = None) -> str:
+    """``cryptsetup luksDump`` text.  ``name`` is the device path LUKS1 dumps show."""
+    target = header if header is not None else device
+    with _device(target, write=False) as dev:
+        vol = load(dev)
+        if vol.version == 1:
+            return dump_luks1(vol, name or (os.fspath(target) if not isinstance(
+                target, BlockDevice) else dev.name))
+        return dump_luks2(vol.header)
+
+
+def dump_json(device, *, header=None) -> str:
+    """``cryptsetup luksDump --dump-json-metadata`` (LUKS2 only)."""
+    with _device(header if header is not None else device, write=False) as dev:
+        vol = load(dev)
+        if vol.version != 2:
+            raise FormatError("Dump operation is not supported for this device type.")
+        return dump_luks2_json(vol.header)
+
+
+def header_backup(device, path) -> int:
+    """``luksHeaderBackup``: write the header and key slot areas to a new file."""
+    with _device(device, write=False) as dev:
+        return _backup.header_backup(dev, path)
+
+
+def header_restore(device, backup) -> int:
+    """``luksHeaderRestore`` from a backup file path (or bytes)."""
+    with _device(device, write=True) as dev:
+        return _backup.header_restore(dev, backup)
+
