@@ -662,3 +662,104 @@ def detect_cmd(dev: str, integrity_key_file, integrity_key_size, data_device,
                + ("" if key is not None else " (keyed algorithms need "
                   "--integrity-key-file)"))
         raise VerificationFailed(f"{dev}: {why}")
+
+
+# -- import ------------------------------------------------------------------------------
+
+_MODES = {"journal": "J", "bitmap": "B", "direct": "D"}
+
+
+@integrity.command("import")
+@click.argument("dev", metavar="DEV")
+@click.argument("input_path", metavar="IN", type=click.Path(dir_okay=False, allow_dash=True))
+@_alg_options
+@click.option("--journal-integrity", metavar="ALG",
+              help="The journal MAC DEV was formatted with (needed when it has one).")
+@click.option("--journal-integrity-key-file", metavar="FILE")
+@click.option("--journal-integrity-key-size", type=int, metavar="BYTES")
+@click.option("--mode", type=click.Choice(sorted(_MODES)), default="journal",
+              show_default=True,
+              help="How the target writes: through the journal, with the dirty bitmap, or "
+                   "directly.")
+@click.option("--json", "as_json", is_flag=True, help='Print {"bytes": N, "seconds": S}.')
+def import_cmd(dev: str, input_path: str, data_device: str | None, mode: str,
+               journal_integrity, journal_integrity_key_file, journal_integrity_key_size,
+               as_json: bool, **opts):
+    """Write IN (a path, or - for stdin) into the formatted device DEV from sector 0.
+
+    The bytes go through dmkit's dm-integrity target (the kernel's table line for
+    DEV's superblock, in the chosen mode), which writes data and tags as the kernel
+    does; the device is flushed and closed cleanly (journal written home, bitmap clean).
+    IN may be shorter than the device, not longer: that is refused before anything is
+    written.  DEV must already be formatted.
+    """
+    from ..dm import MappedDevice
+    from ..dm.resolver import DeviceResolver
+    from ..targets.integrity import IntegrityTarget
+    from .copy import _copy_in, _input_file
+
+    alg = _algorithm_name(opts["integrity_alg"])
+    key = _read_key(opts["integrity_key_file"], opts["integrity_key_size"], "--integrity-key")
+    jmac = _algorithm_name(journal_integrity) if journal_integrity else None
+    jmac_key = _read_key(journal_integrity_key_file, journal_integrity_key_size,
+                         "--journal-integrity-key")
+    with _bad_input():
+        algorithm(alg).check_key(key)
+        if jmac is not None:
+            algorithm(jmac).check_key(jmac_key)
+    with _open_devices(dev, data_device, write=False) as (data_dev, meta_dev), _bad_input():
+        sb = read_superblock(meta_dev or data_dev)
+        # the geometry check (a truncated image) before any write
+        IntegrityReader(data_dev, meta_dev, internal_hash=alg, key=key,
+                        tag_size=opts["tag_size"], block_size=opts["sector_size"],
+                        buffer_sectors=opts["buffer_sectors"], replay_journal=True)
+    if sb.has(SbFlags.HAVE_JOURNAL_MAC) != (jmac is not None):
+        raise InputError(f"{dev}: the superblock {'has' if jmac is None else 'has no'} a "
+                         "journal MAC: " + ("give --journal-integrity and its key"
+                                            if jmac is None else "drop --journal-integrity"))
+    args = [data_device or dev, "0", str(sb.integrity_tag_size), _MODES[mode]]
+    optional = [f"buffer_sectors:{opts['buffer_sectors']}"]
+    if data_device is not None:
+        optional.append(f"meta_device:{dev}")
+    if sb.block_size != 512:
+        optional.append(f"block_size:{sb.block_size}")
+    if opts["allow_discards"]:
+        optional.append("allow_discards")
+    if sb.has(SbFlags.FIXED_PADDING):
+        optional.append("fix_padding")
+    if sb.has(SbFlags.FIXED_HMAC):
+        optional.append("fix_hmac")
+    optional.append(f"internal_hash:{alg}" + (f":{key.hex()}" if key else ""))
+    if jmac is not None:
+        optional.append(f"journal_mac:{jmac}" + (f":{jmac_key.hex()}" if jmac_key else ""))
+    args += [str(len(optional)), *optional]
+    resolver = DeviceResolver()
+    t0 = time.monotonic()
+    try:
+        with _bad_input():
+            target = IntegrityTarget(resolver, 0, sb.provided_data_sectors, args)
+    except InputError:
+        resolver.close()
+        raise
+    finally:
+        args.clear()   # the hex keys
+    mapped = MappedDevice(f"integrity({dev})", [target], resolver=resolver,
+                          owns_resolver=True)
+    try:
+        try:
+            ctx = _input_file(input_path, mapped)
+            f, size = ctx.__enter__()
+        except DmkitError as e:
+            if e.errno in (_errno.ENOSPC, _errno.EBUSY):   # too big, or IN is DEV
+                raise InputError(str(e), errno=e.errno) from None
+            raise
+        try:
+            _copy_in(mapped, f, size, "<stdin>" if input_path == STDIO else input_path)
+            mapped.flush()
+        finally:
+            ctx.__exit__(None, None, None)
+    finally:
+        mapped.close()
+    seconds = time.monotonic() - t0
+    if as_json:
+        emit_json({"bytes": size, "seconds": round(seconds, 6)})
