@@ -147,9 +147,6 @@ def test_journal_mac_must_be_given(formatted, tmp_path):
     assert run("verify", dev).exit_code == 0
 
 
-@pytest.mark.xfail(strict=True, reason="IntegrityTarget checks the fix_hmac superblock MAC "
-                   "with the salt mixed in (jwriter.JournalMac.digest); the kernel MACs the "
-                   "superblock bytes alone (sb_mac) -- see the oracle-format README section")
 def test_journal_mac_with_fix_hmac(formatted, tmp_path):
     key = tmp_path / "k"
     key.write_bytes(b"j" * 32)

@@ -357,8 +357,7 @@ class DataPath:
         except DmkitError as e:
             self._fail(e)
             raise
-        self._recalc_write_super()
-        return False
+        return False        # the position reaches the superblock every 16 chunks, and at close
 
     def _recalc_chunk(self, ls: int, n: int, spb: int) -> None:
         logical, count = ls, n

@@ -65,11 +65,14 @@ class JournalMac:
         alg.check_key(key)
         self.alg = alg
         self.size = alg.digest_size
-        self._state = alg._prime(bytes(key) if key else None, salt)
+        key = bytes(key) if key else None
+        self._state = alg._prime(key, salt)
+        self._plain = alg._prime(key, None)
         self._salted = salt is not None
 
     def digest(self, data: bytes) -> bytes:
-        st = self._state.copy()
+        """A MAC of ``data`` alone (``sb_mac``: the superblock's MAC has no salt)."""
+        st = self._plain.copy()
         st.update(data)
         return self.alg._finish(st)
 
