@@ -247,3 +247,11 @@ def test_keys_never_appear_in_output(img, tmp_path, caplog):
     for text in outputs:
         for form in forms:
             assert form not in text
+
+
+def test_wipe_progress_bar_on_a_terminal(img, monkeypatch):
+    import dmkit.cli.progress as progress_mod
+    dev = img(2048)
+    monkeypatch.setattr(progress_mod, "_stderr_is_terminal", lambda: True)
+    result = run("format", "--batch-mode", dev)
+    assert result.exit_code == 0 and "wipe" in result.stderr and "|" in result.stderr

@@ -383,3 +383,16 @@ def test_export_refuses_to_overwrite_the_device(kernel_images, tmp_path):
         assert result.exit_code == 2
         one_line(result, "this is the device being exported")
     assert digest(*files.values()) == before
+
+
+def test_progress_bars_on_a_terminal(kernel_images, tmp_path, monkeypatch):
+    """A bar is drawn on stderr when it is a terminal, and never otherwise."""
+    import dmkit.cli.progress as progress_mod
+    dev = str(kernel_images.files("crc32c-journal")["device"])
+    plain = run("verify", dev)
+    assert plain.stderr == ""
+    monkeypatch.setattr(progress_mod, "_stderr_is_terminal", lambda: True)
+    result = run("verify", dev)
+    assert result.exit_code == 0 and "verify" in result.stderr and "|" in result.stderr
+    result = run("export", dev, tmp_path / "out.bin")
+    assert result.exit_code == 0 and "export" in result.stderr

@@ -28,16 +28,19 @@ from typing import BinaryIO, Iterator
 
 import click
 
-from ..block import SECTOR_SHIFT, FileDevice
-from ..errors import DeviceError, DmkitError, FormatError, IntegrityError
+from ..block import SECTOR_SHIFT, Bio, BioOp, BlockDevice, FileDevice
+from ..errors import DeviceError, DmkitError, FormatError, IntegrityError, InvalidBioError
 from ..targets.integrity import IntegrityReader, JournalStatus, read_superblock
 from ..targets.integrity.detect import detect_algorithm
 from ..targets.integrity.format import (
     FormatParams,
+    JournalCipher,
+    decrypt_journal,
     existing_superblock,
     format_device,
     plan_format,
 )
+from ..targets.integrity.geometry import Geometry
 from ..targets.integrity.layout import SbFlags, Superblock
 from ..targets.integrity.tags import algorithm, kernel_name
 from ._common import STDIO, emit_json
@@ -192,16 +195,79 @@ def _alg_options(f):
     return f
 
 
+def _journal_crypt_options(f):
+    """verify/export: the journal encryption, to replay an encrypted journal."""
+    for o in reversed([
+        click.option("--journal-crypt", metavar="ALG",
+                     help="The journal's encryption (ctr-aes, chacha20, cbc-aes, xts-aes), "
+                          "so that writes still in it can be replayed."),
+        click.option("--journal-crypt-key-file", metavar="FILE"),
+        click.option("--journal-crypt-key-size", type=int, metavar="BYTES"),
+    ]):
+        f = o(f)
+    return f
+
+
+class _PlainJournalView(BlockDevice):
+    """A read-only view of ``dev`` whose journal area reads as its decrypted content (with
+    the default commit ids), for the reader's replay; every other sector is ``dev``'s."""
+
+    def __init__(self, dev: BlockDevice, first_sector: int, plain: bytes):
+        self.dev = dev
+        self.name = dev.name
+        self.nr_sectors = dev.nr_sectors
+        self.limits = dev.limits
+        self.read_only = True
+        self._lo = first_sector
+        self._hi = first_sector + (len(plain) >> SECTOR_SHIFT)
+        self._plain = plain
+
+    def _submit(self, bio: Bio) -> None:
+        if bio.op is BioOp.FLUSH:
+            return
+        if bio.op is not BioOp.READ:
+            raise InvalidBioError(f"{self.name}: read-only view")
+        self.dev.submit(bio)
+        a, b = max(bio.sector, self._lo), min(bio.sector + bio.nr_sectors, self._hi)
+        if a < b:
+            bio.data[(a - bio.sector) << SECTOR_SHIFT:(b - bio.sector) << SECTOR_SHIFT] = \
+                self._plain[(a - self._lo) << SECTOR_SHIFT:(b - self._lo) << SECTOR_SHIFT]
+
+
+def _decrypted_journal_devices(data_dev, meta_dev, name, key, buffer_sectors):
+    md = meta_dev or data_dev
+    sb = read_superblock(md)
+    geo = Geometry.from_superblock(sb, data_dev.nr_sectors,
+                                   meta_dev.nr_sectors if meta_dev is not None else None,
+                                   buffer_sectors=buffer_sectors, device=md.name)
+    plain = decrypt_journal(md.read(geo.journal_start_sector, geo.journal_sectors), geo,
+                            JournalCipher(name, key))
+    view = _PlainJournalView(md, geo.journal_start_sector, plain)
+    return (view, None) if meta_dev is None else (data_dev, view)
+
+
 def _reader(data_dev, meta_dev, *, integrity_alg, integrity_key_file, integrity_key_size,
-            tag_size, sector_size, buffer_sectors, allow_discards, **_) -> IntegrityReader:
+            tag_size, sector_size, buffer_sectors, allow_discards, journal_crypt=None,
+            journal_crypt_key_file=None, journal_crypt_key_size=None, **_) -> IntegrityReader:
     alg = _algorithm_name(integrity_alg)
     key = _read_key(integrity_key_file, integrity_key_size, "--integrity-key")
+    jkey = _read_key(journal_crypt_key_file, journal_crypt_key_size, "--journal-crypt-key")
+    if (journal_crypt is None) != (jkey is None):
+        raise InputError("--journal-crypt and --journal-crypt-key-file go together")
+    name = (meta_dev or data_dev).name
     with _bad_input():
-        return IntegrityReader(data_dev, meta_dev, internal_hash=alg, key=key,
-                               tag_size=tag_size, block_size=sector_size,
-                               buffer_sectors=buffer_sectors, allow_discards=allow_discards,
-                               replay_journal=True,
-                               name=(meta_dev or data_dev).name)
+        if journal_crypt is not None:
+            data_dev, meta_dev = _decrypted_journal_devices(data_dev, meta_dev, journal_crypt,
+                                                            jkey, buffer_sectors)
+        reader = IntegrityReader(data_dev, meta_dev, internal_hash=alg, key=key,
+                                 tag_size=tag_size, block_size=sector_size,
+                                 buffer_sectors=buffer_sectors, allow_discards=allow_discards,
+                                 replay_journal=True, name=name)
+    if reader.journal.status is JournalStatus.UNREADABLE:
+        log.warning("%s: the journal does not read as a plain journal (%s); writes still "
+                    "in it, if any, are not applied%s", name, reader.journal.message,
+                    "" if journal_crypt else " (encrypted? give --journal-crypt and its key)")
+    return reader
 
 
 @contextlib.contextmanager
@@ -423,9 +489,21 @@ def _unverified(reader: IntegrityReader) -> list[dict]:
     return out
 
 
+def _covered(ranges: list[dict]) -> int:
+    """Sectors in the union of the ranges."""
+    total, end = 0, 0
+    for r in sorted(ranges, key=lambda r: r["start_sector"]):
+        a, b = r["start_sector"], r["start_sector"] + r["sectors"]
+        if b > end:
+            total += b - max(a, end)
+            end = b
+    return total
+
+
 @integrity.command("verify")
 @click.argument("dev", metavar="DEV")
 @_alg_options
+@_journal_crypt_options
 @click.option("--json", "as_json", is_flag=True,
               help='Print {"checked_sectors": N, "mismatches": [sector, ...], ...}.')
 def verify_cmd(dev: str, as_json: bool, data_device: str | None, **opts):
@@ -452,7 +530,7 @@ def verify_cmd(dev: str, as_json: bool, data_device: str | None, **opts):
             bar.close()
         seconds = time.monotonic() - t0
         unverified = _unverified(reader)
-        skipped = sum(u["sectors"] for u in unverified)
+        skipped = _covered(unverified)
         replayed = len(reader.replayed_sectors)
     result = {
         "device": dev,
@@ -462,6 +540,7 @@ def verify_cmd(dev: str, as_json: bool, data_device: str | None, **opts):
         "mismatches": bad,
         "unverified": unverified,
         "journal_replayed_blocks": replayed,
+        "journal": reader.journal.status.value,
         "seconds": round(seconds, 6),
     }
     if as_json:
@@ -494,6 +573,7 @@ def verify_cmd(dev: str, as_json: bool, data_device: str | None, **opts):
 @click.argument("dev", metavar="DEV")
 @click.argument("out", metavar="OUT", type=click.Path(dir_okay=False, allow_dash=True))
 @_alg_options
+@_journal_crypt_options
 @click.option("--zero-on-error", is_flag=True,
               help="Write zeros for blocks that fail verification (listed on stderr) "
                    "instead of failing.")
@@ -650,11 +730,17 @@ def detect_cmd(dev: str, integrity_key_file, integrity_key_size, data_device,
     if as_json:
         emit_json(res.as_dict(dev))
     elif best is not None:
-        salt = "salted (fix_hmac)" if best.salted else "unsalted"
-        click.echo(f"{dev}: {cryptsetup_name(best.algorithm)} "
-                   f"({best.algorithm}{', keyed' if best.keyed else ''}, {salt}, tag size "
-                   f"{res.tag_size}): {best.matched} of {res.sampled} sampled blocks match "
+        kname = "" if cryptsetup_name(best.algorithm) == best.algorithm \
+            else f" = {best.algorithm}"
+        traits = (["keyed"] if best.keyed else []) \
+            + (["fix_hmac salt"] if best.salted else ["no salt"]) + [f"tag size {res.tag_size}"]
+        click.echo(f"{dev}: {cryptsetup_name(best.algorithm)}{kname} ({', '.join(traits)}): "
+                   f"{best.matched} of {res.sampled} sampled blocks match "
                    f"({res.data_blocks} written, {res.zero_blocks} zero)")
+        if res.ambiguous:
+            other = res.candidates[1]
+            click.echo(f"ambiguous: {cryptsetup_name(other.algorithm)} matches as many "
+                       "(tags too short to tell apart)")
     if best is None:
         why = ("no block to test (every tag is blank or the discard filler)"
                if not res.sampled else

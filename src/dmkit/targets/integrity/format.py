@@ -62,6 +62,7 @@ __all__ = [
     "plan_format",
     "format_device",
     "empty_journal",
+    "decrypt_journal",
     "default_tag_size",
     "WIPE_CHUNK_SECTORS",
 ]
@@ -177,6 +178,10 @@ class JournalCipher:
         enc = self._cipher(self.section_iv(section)).encryptor()
         return enc.update(plain) + enc.finalize()
 
+    def decrypt_section(self, data: bytes, section: int) -> bytes:
+        dec = self._cipher(self.section_iv(section)).decryptor()
+        return dec.update(data) + dec.finalize()
+
     def __repr__(self) -> str:
         return f"JournalCipher({self.name!r})"
 
@@ -254,6 +259,38 @@ def empty_journal(geometry: Geometry, *, journal_mac: str | None = None,
             out += journal_cipher.encrypt_section(bytes(buf[i * step:(i + 1) * step]), i)
         return bytes(out)
     return bytes(buf)
+
+
+def decrypt_journal(raw, geometry: Geometry, cipher: JournalCipher) -> bytes:
+    """The journal area ``raw`` decrypted as the kernel's replay does, with every commit
+    id rewritten from the cipher's commit ids to the default ones (a commit id that matches
+    none is left alone), so that :func:`~.journal.scan_journal` reads it as a plain journal.
+    The section MACs are not checked."""
+    jg = geometry.journal
+    total = jg.total_sectors
+    raw = bytes(memoryview(raw).cast("B")[:total << SECTOR_SHIFT])
+    commit_ids = COMMIT_IDS
+    if cipher.stream:
+        pad, commit_ids = cipher.pad_and_commit_ids(-(-total // (_PAGE_SIZE >> SECTOR_SHIFT)))
+        plain = (np.frombuffer(raw, dtype=np.uint8)
+                 ^ np.frombuffer(pad, dtype=np.uint8)[:len(raw)]).tobytes()
+    else:
+        step = jg.section_sectors << SECTOR_SHIFT
+        plain = b"".join(cipher.decrypt_section(raw[i * step:(i + 1) * step], i)
+                         for i in range(jg.journal_sections))
+    if commit_ids == COMMIT_IDS:
+        return plain
+    arr = np.frombuffer(plain, dtype="<u8").reshape(total, 64).copy()
+    sec = np.arange(total, dtype=np.uint64)
+    ssec = np.uint64(jg.section_sectors)
+    salt = ((sec // ssec) << np.uint64(32)) ^ (sec % ssec)
+    ids = arr[:, 63] ^ salt
+    out = arr[:, 63].copy()
+    for k in range(N_COMMIT_IDS):
+        hit = ids == np.uint64(commit_ids[k])
+        out[hit] = np.uint64(COMMIT_IDS[k]) ^ salt[hit]
+    arr[:, 63] = out
+    return arr.tobytes()
 
 
 def _superblock_area(sb: Superblock, journal_mac: str | None,
