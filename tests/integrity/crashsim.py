@@ -22,7 +22,7 @@ import random
 from dataclasses import dataclass, field
 
 from dmkit.block import SECTOR_SHIFT, Bio, BlockDevice, MemoryDevice
-from dmkit.block.bio import OP_DISCARD, OP_FLUSH, OP_READ, OP_WRITE, REQ_FUA, REQ_PREFLUSH
+from dmkit.block.bio import OP_FLUSH, OP_READ, OP_WRITE, REQ_FUA, REQ_PREFLUSH
 
 KINDS = ("prefix", "flushed", "reorder")
 

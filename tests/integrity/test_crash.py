@@ -32,39 +32,53 @@ KEY = "c3" * 32
 
 CASES = {
     # name: (options, with a metadata device, block size, reader algorithm, key)
-    "crc32c-512": ("internal_hash:crc32c journal_sectors:100 fix_padding "
+    # journals of several sections (5, 3 and 6), so that commits, write-home and the
+    # sequence numbers wrap at different times
+    "crc32c-512": ("internal_hash:crc32c journal_sectors:900 fix_padding "
                    "interleave_sectors:256", False, 512, "crc32c", None),
-    "sha256-4k": ("internal_hash:sha256 block_size:4096 journal_sectors:300 fix_padding",
+    "sha256-4k": ("internal_hash:sha256 block_size:4096 journal_sectors:800 fix_padding",
                   False, 4096, "sha256", None),
     "hmac-meta": (f"internal_hash:hmac(sha256):{KEY} fix_hmac meta_device:meta "
-                  "journal_sectors:64", True, 512, "hmac(sha256)", bytes.fromhex(KEY)),
+                  "journal_sectors:530", True, 512, "hmac(sha256)", bytes.fromhex(KEY)),
 }
 
 
 class Run:
     """One recorded workload."""
 
-    def __init__(self, mode: str, case: str, seed: int, nops: int = 45):
+    def __init__(self, mode: str, case: str, seed: int, nops: int = 45,
+                 after: "tuple[Run, object] | None" = None):
+        """``after``: (an earlier run, one of its crash images): start from that crash (the
+        load replays it, and the replay itself is recorded) instead of a fresh device."""
         opts, with_meta, bs, self.alg, self.key = CASES[case]
         self.mode, self.bs, self.spb = mode, bs, bs // 512
         words = opts.split() + ["sectors_per_bit:32", "journal_watermark:60",
                                 "commit_time:2000", "bitmap_flush_interval:1500"]
         self.args = f"disk 0 - {mode} {len(words)} {' '.join(words)}"
-        devs0 = {"disk": memdisk(2048)}
-        if with_meta:
-            devs0["meta"] = memdisk(1024)
-        dev = mapped(devs0, self.args, clock=FakeClock())
-        self.n = n = dev.nr_sectors
-        dev.write(0, bytes(n * 512))
-        dev.close()
+        if after is None:
+            devs0 = {"disk": memdisk(2048)}
+            if with_meta:
+                devs0["meta"] = memdisk(1024)
+            dev = mapped(devs0, self.args, clock=FakeClock())
+            self.n = n = dev.nr_sectors
+            dev.write(0, bytes(n * 512))
+            dev.close()
+            images = {k: bytes(v.buf) for k, v in devs0.items()}
+            initial = bytes(n * 512)
+        else:
+            images = {k: bytes(v) for k, v in after[1].images.items()}
+            self.n = n = after[0].n
+            dev, _ = after[0].load(after[1])     # on copies: what the replay will give
+            initial = bytes(dev.read(0, n))
+            dev.close()
         self.rec = rec = Recorder()
-        devs = {k: rec.device(k, bytes(v.buf)) for k, v in devs0.items()}
+        devs = {k: rec.device(k, v) for k, v in images.items()}
         clock = FakeClock()
         t = IntegrityTarget(DeviceResolver(devs), 0, n, self.args.split(), clock=clock,
                             rng=salt_rng())
         dev = MappedDevice("crash", [t], resolver=t.resolver)
         self.nblocks = nb = n // self.spb
-        self.hist = hist = VersionHistory(nb, bs, bytes(n * 512))
+        self.hist = hist = VersionHistory(nb, bs, initial)
         rng = random.Random(seed)
         for op in range(nops):
             r = rng.random()
@@ -138,6 +152,32 @@ def test_journal_mode_survives_every_crash(case):
             assert via_reader == data
         checked += 1
     assert checked == len(run.points(N_POINTS)) * len(KINDS)
+
+
+def test_journal_mode_survives_a_crash_after_a_replay():
+    """Crash, load (the replay continues the journal, as the kernel does, without clearing
+    it), write more, crash again -- also during that replay: old sections left in the
+    journal are replayed first and newer ones after, so every block is still old or new."""
+    first = Run("J", "crc32c-512", seed=31, nops=40)
+    crashes = [c for c in crash_images(first.rec, first.points(12, seed=3), kinds=("prefix",),
+                                       seed=4)]
+    # take crash images that leave committed blocks in the journal
+    picked = []
+    for crash in crashes:
+        r = IntegrityReader(MemoryDevice(initial=crash.images["disk"]), internal_hash="crc32c",
+                            replay_journal=True)
+        if r.replayed_sectors:
+            picked.append(crash)
+    assert picked, "some crash points should leave a journal to replay"
+    for k, crash in enumerate(picked[:3]):
+        run = Run("J", "crc32c-512", seed=40 + k, nops=40, after=(first, crash))
+        for again in crash_images(run.rec, run.points(max(N_POINTS // 3, 10)), seed=k):
+            dev, _ = run.load(again)
+            data = dev.read(0, run.n)
+            dev.close()
+            for b, blk in enumerate(blocks(data, run.bs)):
+                assert run.in_history(b, again.point, blk), \
+                    f"second {again.kind} crash at {again.point}: block {b}"
 
 
 def _blockwise(dev, nblocks, spb):

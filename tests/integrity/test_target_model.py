@@ -17,7 +17,7 @@ KEY = "5a" * 32
 
 LAYOUTS = {
     # name: (algorithm, other options, needs a meta device, block size)
-    "crc32c": ("crc32c", "journal_sectors:200", False, 512),
+    "crc32c": ("crc32c", "journal_sectors:600", False, 512),         # 3 journal sections
     "crc32c-il64": ("crc32c", "interleave_sectors:64 fix_padding journal_sectors:100",
                     False, 512),
     "sha256-4k": ("sha256", "block_size:4096 fix_padding journal_sectors:300", False, 4096),

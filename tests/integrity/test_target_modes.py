@@ -6,7 +6,7 @@ import logging
 import os
 
 import pytest
-from target_util import FakeClock, mapped, memdisk, salt_rng, target
+from target_util import FakeClock, mapped, memdisk, target
 
 from dmkit.block import Bio, BioIntegrityPayload, MemoryDevice
 from dmkit.block.bio import REQ_FUA, REQ_PREFLUSH

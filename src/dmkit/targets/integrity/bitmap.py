@@ -67,12 +67,6 @@ class SectorBitmap:
     def clear(self, sector: int, nr_sectors: int) -> None:
         self._assign(sector, nr_sectors, 0)
 
-    def set_range_of_bits(self, b0: int, b1: int) -> None:
-        """Bits ``b0..b1`` inclusive (for whole-device operations)."""
-        y0, y1, bits = self._view(b0, b1)
-        bits[b0 - 8 * y0:b1 - 8 * y0 + 1] = 1
-        self.np[y0:y1] = np.packbits(bits, bitorder="little")
-
     def first_set(self, sector: int, nr_sectors: int) -> int | None:
         """The first sector of ``[sector, +nr)`` whose bit is set, or None."""
         b0, b1 = self._bits(sector, nr_sectors)

@@ -37,7 +37,6 @@ from .layout import (
     JOURNAL_MAC_SIZE,
     JOURNAL_SECTOR_DATA,
     N_COMMIT_IDS,
-    SALT_SIZE,
 )
 from .tags import TagAlgorithm
 
@@ -331,7 +330,7 @@ class JournalWriter:
         n = self.n_committed_sections
         if not n:
             return 0
-        spb, bs, ts = self.spb, self.block_bytes, self.tag_size
+        spb = self.spb
         written = 0
         sections = [(self.committed_section + k) % self.n_sections for k in range(n)]
         used_by_section = []
