@@ -60,7 +60,7 @@ def test_formatted_volume_through_its_table():
         dev.close()
     assert bytes(disk.buf[:1 << 20]) == header
     assert bytes(disk.buf[1 << 20:(1 << 20) + 8192]) != pattern(0, 16)
-    with luks.open(disk, "pw") as again:
+    with luks.unlock(disk, "pw") as again:
         (_, table2), = again.dm_tables("disk", disk.nr_sectors)
     assert table2 == table
 
@@ -83,7 +83,7 @@ def test_kernel_images_read_through_the_tables(tmp_path, name):
     resolver = DeviceResolver({"disk": disk})
     devs = []
     try:
-        with luks.open(disk, im["keys"]["pass"]["passphrase"]) as opened:
+        with luks.unlock(disk, im["keys"]["pass"]["passphrase"]) as opened:
             params = None
             if opened.segment.integrity:
                 params = IntegrityTableParams(provided_data_sectors=im["provided_size_sectors"],

@@ -122,10 +122,10 @@ def test_cryptsetup_formats_dmkit_opens(tool, tmp_path, kind, kdf, args):
                     "(the kernel-made integrity headers in tests/vectors/luks cover this)")
     assert r.returncode == 0, r.stderr
     vk = tool.volume_key(img, "pw one")
-    with luks.open(img, "pw one") as opened:
+    with luks.unlock(img, "pw one") as opened:
         assert opened.volume_key.reveal() == vk
     with pytest.raises(NoKeyError):
-        luks.open(img, "pw two")
+        luks.unlock(img, "pw two")
     name = str(img)
     assert luks.dump(img, name=name) == tool.dump(img)
     if kind == "luks2":
@@ -191,7 +191,7 @@ def test_key_slots_both_ways(tool, tmp_path, kind, kdf):
     # cryptsetup adds a slot; dmkit opens with it
     tool.run("luksAddKey", *FAST_ARGS[kdf], "--key-file", tool.keyfile("second"), img,
              tool.keyfile("third"))
-    with luks.open(img, "third") as opened:
+    with luks.unlock(img, "third") as opened:
         assert opened.keyslot == 2 and opened.volume_key.reveal() == vk
     # dmkit changes the key of slot 0; cryptsetup sees the change
     with FileDevice(img) as dev:
@@ -202,13 +202,13 @@ def test_key_slots_both_ways(tool, tmp_path, kind, kdf):
     # cryptsetup changes dmkit's key; dmkit follows
     tool.run("luksChangeKey", *FAST_ARGS[kdf], "--key-file", tool.keyfile("fourth"), img,
              tool.keyfile("fifth"))
-    assert luks.open(img, "fifth").volume_key.reveal() == vk
+    assert luks.unlock(img, "fifth").volume_key.reveal() == vk
     with pytest.raises(NoKeyError):
-        luks.open(img, "fourth")
+        luks.unlock(img, "fourth")
     # kills both ways
     tool.run("luksKillSlot", img, "2")
     with pytest.raises(NoKeyError):
-        luks.open(img, "third")
+        luks.unlock(img, "third")
     with FileDevice(img) as dev:
         load(dev).remove_key("second")
     assert tool.test_passphrase(img, "second") == 2
@@ -241,7 +241,7 @@ def test_header_backup_restore_both_ways(tool, tmp_path, kind):
     with open(img, "r+b") as f:
         f.write(bytes(2 * MiB))
     luks.header_restore(img, theirs)
-    assert luks.open(img, "pw").volume_key == opened.volume_key
+    assert luks.unlock(img, "pw").volume_key == opened.volume_key
     assert img.read_bytes()[:4 * MiB][:len(theirs.read_bytes())] == \
         head[:len(theirs.read_bytes())]
 
@@ -262,7 +262,7 @@ def test_detached_headers_both_ways(tool, tmp_path, kind):
     tool.run("luksFormat", "--type", kind, *FAST_ARGS["pbkdf2"], *extra, "--header", hdr2,
              "--key-file", tool.keyfile("pw2"), data2)
     vk = tool.volume_key(data2, "pw2", "--header", hdr2)
-    with luks.open(data2, "pw2", header=hdr2) as o:
+    with luks.unlock(data2, "pw2", header=hdr2) as o:
         assert o.volume_key.reveal() == vk and o.segment.offset_sectors == 0
 
 

@@ -377,7 +377,7 @@ def test_keyring_token():
     with pytest.raises(NoKeyError):
         load(dev).unlock_token(ring)
     ring.add("user", "dmkit:test-pass", b"old")
-    assert luks.open(dev, keyring=ring).volume_key == opened.volume_key
+    assert luks.unlock(dev, keyring=ring).volume_key == opened.volume_key
     vol.kill_slot(0)
     assert load(dev).metadata.tokens[0].keyslots == ()
     vol.remove_token(0)
@@ -462,12 +462,12 @@ def test_detached_header(kind, tmp_path):
     assert opened.segment.offset_sectors == 0
     assert data.read_bytes() == bytes(MiB)  # nothing written to the data device
     assert os.stat(hdr).st_mode & 0o777 == 0o600
-    again = luks.open(data, "pw", header=hdr)
+    again = luks.unlock(data, "pw", header=hdr)
     assert again.volume_key == opened.volume_key
     (_, table), = again.dm_tables("DATA", MiB // 512, key="KEY")
     assert table == f"0 {MiB // 512} crypt aes-xts-plain64 KEY 0 DATA 0"
     with pytest.raises(FormatError):
-        luks.open(data, "pw")
+        luks.unlock(data, "pw")
 
 
 def test_persistent_flags_reach_the_table():

@@ -49,12 +49,12 @@ def test_wrong_passphrase(name):
 def test_open_recipe_from_path(name, tmp_path):
     path = tmp_path / "img"
     path.write_bytes(image_bytes(name))
-    with luks.open(path, IMAGES[name]["passphrase"].encode()) as opened:
+    with luks.unlock(path, IMAGES[name]["passphrase"].encode()) as opened:
         assert opened.volume_key.reveal().hex() == IMAGES[name]["volume_key_hex"]
-    with luks.open(path, volume_key=bytes.fromhex(IMAGES[name]["volume_key_hex"])) as opened:
+    with luks.unlock(path, volume_key=bytes.fromhex(IMAGES[name]["volume_key_hex"])) as opened:
         assert opened.keyslot is None
     with pytest.raises(NoKeyError):
-        luks.open(path, volume_key=bytes(len(IMAGES[name]["volume_key_hex"]) // 2))
+        luks.unlock(path, volume_key=bytes(len(IMAGES[name]["volume_key_hex"]) // 2))
 
 
 @pytest.mark.parametrize("name", ALL_NAMES)

@@ -7,7 +7,8 @@ Usage errors are click's, with exit status 2.
 
 Commands live one concern per module: ``table`` (check, show), ``copy`` (export, import),
 ``mapper`` (open, close, status, ls), ``integrity`` (integritysetup's verbs),
-``planned`` (groups later work fills).
+``luks`` (cryptsetup's LUKS verbs and the decrypted data), ``planned`` (groups later
+work fills).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from ..errors import DmkitError
 from ..keys.cli import keyring as keyring_group
 from .copy import export_cmd, import_cmd
 from .integrity import integrity as integrity_group
+from .luks import luks_group
 from .mapper import close_cmd, ls_cmd, open_cmd, status_cmd
 from .planned import PLANNED_GROUPS
 from .table import table as table_group
@@ -104,7 +106,7 @@ def cli(ctx: click.Context, debug: bool):
 
 # The explicit list of commands (no discovery), in the order help shows them.
 for _cmd in (table_group, export_cmd, import_cmd, open_cmd, close_cmd, status_cmd, ls_cmd,
-             keyring_group, integrity_group, *PLANNED_GROUPS):
+             keyring_group, integrity_group, luks_group, *PLANNED_GROUPS):
     cli.add_command(_cmd)
 
 

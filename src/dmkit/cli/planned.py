@@ -10,16 +10,10 @@ __all__ = ["PLANNED_GROUPS"]
 _NOT_YET = "No commands yet: this group is planned, not implemented (see README, Status)."
 
 
-@click.group(epilog=_NOT_YET, short_help="(planned) LUKS2/LUKS1 volumes, as cryptsetup.")
-def luks():
-    """LUKS2 and LUKS1 volumes, as cryptsetup: luksFormat, open, close, luksDump,
-    keyslot and token management."""
-
-
 @click.group(epilog=_NOT_YET, short_help="(planned) NBD and FUSE exports of a device.")
 def serve():
     """Export a mapped device to other programs: an NBD server (qemu, nbdcopy,
     nbdinfo, nbdfuse) and a FUSE file (loop devices, mkfs, mount)."""
 
 
-PLANNED_GROUPS = (luks, serve)
+PLANNED_GROUPS = (serve,)

@@ -15,7 +15,8 @@ from .luks2 import Luks2Header
 from .metadata import LUKS2_DIGEST_MAX, LUKS2_KEYSLOTS_MAX, LUKS2_SEGMENT_MAX, \
     LUKS2_TOKENS_MAX, b64decode
 
-__all__ = ["dump_luks2", "dump_luks2_json", "dump_luks1", "dump"]
+__all__ = ["dump_luks2", "dump_luks2_json", "dump_luks1", "dump", "dump_volume_key",
+           "luks1_json"]
 
 
 def _hexlines(raw: bytes, line_sep: str) -> str:
@@ -175,3 +176,43 @@ def dump(volume, device_name: str | None = None) -> str:
     if volume.version == 1:
         return dump_luks1(volume, device_name or volume.device.name)
     return dump_luks2(volume.header)
+
+
+def dump_volume_key(opened, device_name: str, *, key_file: str | None = None) -> str:
+    """``cryptsetup luksDump --dump-volume-key`` (``luksDump_with_volume_key``): the header
+    summary and the volume key in hex, or, with ``key_file``, where the key was stored.
+    The text holds the key: print it only when the user asked for it."""
+    seg = opened.segment
+    name, _, mode = seg.cipher.partition("-")
+    key = opened.volume_key
+    lines = [f"LUKS header information for {device_name}",
+             f"Cipher name:   \t{name}",
+             f"Cipher mode:   \t{mode}",
+             f"Payload offset:\t{seg.offset_sectors}",
+             f"UUID:          \t{opened.uuid}",
+             f"MK bits:       \t{len(key) * 8}"]
+    if key_file is not None:
+        lines.append(f"Key stored to file {key_file}.")
+        return "\n".join(lines) + "\n"
+    raw = key.reveal()
+    rows = ["".join(f"{b:02x} " for b in raw[i:i + 16]) for i in range(0, len(raw), 16)]
+    lines.append("MK dump:\t" + "\n\t\t".join(rows))
+    return "\n".join(lines) + "\n"
+
+
+def luks1_json(volume: Luks1Volume) -> dict:
+    """A LUKS1 header as a JSON object (dmkit's own: LUKS1 has no JSON metadata).  Field
+    names are ``struct luks_phdr``'s; salts and digests are hex."""
+    h = volume.header
+    return {
+        "version": h.version, "uuid": h.uuid, "cipherName": h.cipherName,
+        "cipherMode": h.cipherMode, "hashSpec": h.hashSpec, "payloadOffset": h.payloadOffset,
+        "keyBytes": h.keyBytes, "mkDigest": h.mkDigest.hex(),
+        "mkDigestSalt": h.mkDigestSalt.hex(), "mkDigestIterations": h.mkDigestIterations,
+        "keyslots": {str(i): {"active": kb.enabled,
+                              "passwordIterations": kb.passwordIterations,
+                              "passwordSalt": kb.passwordSalt.hex(),
+                              "keyMaterialOffset": kb.keyMaterialOffset,
+                              "stripes": kb.stripes}
+                     for i, kb in enumerate(h.keyblock)},
+    }

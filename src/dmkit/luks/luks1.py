@@ -122,6 +122,10 @@ class Luks1Volume:
     def uuid(self) -> str:
         return self.header.uuid
 
+    def active_keyslots(self) -> list[int]:
+        """The numbers of the enabled key slots."""
+        return [i for i, kb in enumerate(self.header.keyblock) if kb.enabled]
+
     @property
     def cipher(self) -> str:
         return f"{self.header.cipherName}-{self.header.cipherMode}"

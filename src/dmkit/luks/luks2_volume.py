@@ -34,7 +34,8 @@ from .storage import check_keyslot_cipher
 from .volume import DataSegment, Unlocked, integrity_key_bytes, integrity_spec, \
     integrity_tag_bytes
 
-__all__ = ["Luks2Volume", "format_luks2", "DEFAULT_KEYSLOT_CIPHER", "DEFAULT_KEYSLOT_KEY_BYTES"]
+__all__ = ["Luks2Volume", "format_luks2", "luks2_layout", "DEFAULT_KEYSLOT_CIPHER",
+           "DEFAULT_KEYSLOT_KEY_BYTES"]
 
 DEFAULT_KEYSLOT_CIPHER = "aes-xts-plain64"
 DEFAULT_KEYSLOT_KEY_BYTES = 64
@@ -122,6 +123,10 @@ class Luks2Volume:
     @property
     def problems(self) -> tuple[str, ...]:
         return self.header.problems
+
+    def active_keyslots(self) -> list[int]:
+        """The numbers of the key slots in use."""
+        return sorted(self.metadata.keyslots)
 
     def _require_usable(self, action: str) -> None:
         reqs = self.metadata.config.requirements
@@ -455,6 +460,32 @@ def _cipher_check(cipher: str, key_bytes: int, integrity: str | None) -> None:
         raise ParameterError(f"luks2: {cipher} (random IV) needs --integrity")
 
 
+def luks2_layout(device_size: int, *, metadata_size: int = 16384,
+                 keyslots_size: int | None = None, data_offset: int | None = None,
+                 align: int = _ALIGN, detached: bool = False) -> tuple[int, int]:
+    """``(keyslots_size, data_offset)`` in bytes, as :func:`format_luks2` chooses them for
+    a header device of ``device_size`` bytes (cryptsetup's ``LUKS2_generate_hdr`` with
+    its defaults: a 16 MiB header area shrunk to the device, the data aligned to 1 MiB)."""
+    min_offset = 2 * metadata_size
+    if data_offset is not None and (data_offset % 512 or (not detached and
+                                                          data_offset < min_offset)):
+        raise ParameterError("Requested data offset is too small." if data_offset % 512 == 0
+                             else "luks2: data offset is not a multiple of 512")
+    if keyslots_size is None:
+        if data_offset and not detached:
+            keyslots_size = data_offset - min_offset
+        else:
+            keyslots_size = LUKS2_DEFAULT_HDR_SIZE - min_offset
+            if device_size < LUKS2_DEFAULT_HDR_SIZE:
+                keyslots_size = max(0, device_size - min_offset)
+    keyslots_size = min(keyslots_size - keyslots_size % 4096, LUKS2_MAX_KEYSLOTS_SIZE)
+    if data_offset is not None and not detached and keyslots_size + min_offset > data_offset:
+        keyslots_size = data_offset - min_offset
+    if data_offset is None:
+        data_offset = 0 if detached else -(-(min_offset + keyslots_size) // align) * align
+    return keyslots_size, data_offset
+
+
 def format_luks2(device: BlockDevice, passphrase, *, data_device: BlockDevice | None = None,
                  cipher: str = "aes-xts-plain64", key_bytes: int | None = None,
                  integrity: str | None = None, sector_size: int = 512,
@@ -493,22 +524,10 @@ def format_luks2(device: BlockDevice, passphrase, *, data_device: BlockDevice | 
         raise ParameterError(f"luks2: metadata size {metadata_size} is not one of "
                              f"{sorted(LUKS2_METADATA_SIZES)}")
     min_offset = 2 * metadata_size
-    if data_offset is not None and (data_offset % 512 or (not detached and
-                                                          data_offset < min_offset)):
-        raise ParameterError("Requested data offset is too small." if data_offset % 512 == 0
-                             else "luks2: data offset is not a multiple of 512")
-    if keyslots_size is None:
-        if data_offset and not detached:
-            keyslots_size = data_offset - min_offset
-        else:
-            keyslots_size = LUKS2_DEFAULT_HDR_SIZE - min_offset
-            if device.size_bytes < LUKS2_DEFAULT_HDR_SIZE:
-                keyslots_size = max(0, device.size_bytes - min_offset)
-    keyslots_size = min(keyslots_size - keyslots_size % 4096, LUKS2_MAX_KEYSLOTS_SIZE)
-    if data_offset is not None and not detached and keyslots_size + min_offset > data_offset:
-        keyslots_size = data_offset - min_offset
-    if data_offset is None:
-        data_offset = 0 if detached else -(-(min_offset + keyslots_size) // align) * align
+    keyslots_size, data_offset = luks2_layout(device.size_bytes, metadata_size=metadata_size,
+                                              keyslots_size=keyslots_size,
+                                              data_offset=data_offset, align=align,
+                                              detached=detached)
     if device.size_bytes < min_offset + keyslots_size:
         raise ParameterError(f"Device {device.name} is too small.")
     data_dev = data_device if detached else device
