@@ -1,6 +1,7 @@
 """The cryptsetup-made headers in tests/vectors/luks/: every one opens with its passphrase to
 exactly the recorded volume key, dumps like cryptsetup, and yields the tables that were
-loaded while it was open."""
+loaded while it was open (through the data path, the integrity values read from the
+kernel's superblock, whose area dmkit's integrity format reproduces byte for byte)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,13 @@ import hashlib
 import pytest
 
 import dmkit.luks as luks
-from dmkit.luks import IntegrityTableParams, NoKeyError, load
+from dmkit.block import MemoryDevice
+from dmkit.luks import NoKeyError, load
+from dmkit.luks.data import format_integrity, integrity_params, plan_integrity
 from dmkit.luks.dump import dump_luks2_json
 from dmkit.luks.luks2 import build_luks2_copies, read_luks2_header
+from dmkit.targets.integrity import Geometry, read_superblock
+from dmkit.targets.integrity.format import empty_journal
 
 from ._util import ALL_NAMES, IMAGES, LUKS2_NAMES, VECTORS, image_bytes, image_device
 
@@ -84,25 +89,47 @@ def _substitute(table: str, device: str) -> str:
     return " ".join(device if ":" in w and w.replace(":", "").isdigit() else w for w in words)
 
 
+def _full_device(name: str) -> MemoryDevice:
+    """The stored header bytes in a device of the original image's size, with the kernel's
+    dm-integrity superblock area put back at the data offset (integrity images) and an
+    empty journal after it."""
+    im = IMAGES[name]
+    buf = bytearray(im["original_raw_size"])
+    raw = image_bytes(name)
+    buf[:len(raw)] = raw
+    sb = im.get("dif_superblock")
+    if sb is not None:
+        off = sb["offset_sectors"] * 512
+        buf[off:off + 64] = bytes.fromhex(sb["head_hex"])
+        assert hashlib.sha256(buf[off:off + 4096]).hexdigest() == sb["area_sha256"]
+    dev = MemoryDevice(initial=bytes(buf), name=name)
+    if sb is not None:  # and an empty journal after it, as the format left it
+        start = sb["offset_sectors"]
+        geo = Geometry.from_superblock(read_superblock(dev, start), dev.nr_sectors,
+                                       start_sector=start)
+        dev.write(geo.journal_start_sector, empty_journal(geo))
+    return dev
+
+
 @pytest.mark.parametrize("name", ALL_NAMES)
 def test_dm_tables_as_cryptsetup_loaded_them(name):
+    """The tables (integrity values read from the kernel's superblock) are the ones
+    ``dmsetup table`` showed while cryptsetup had the image open."""
     im = IMAGES[name]
-    vol = load(image_device(name))
+    dev = _full_device(name)
+    vol = load(dev)
     recorded = [line.split(": ", 1) for line in im["dm_table_while_open"]]
     with vol.unlock(im["passphrase"]) as opened:
         seg = opened.segment
-        # the images were 6 MiB (integrity) or 5-6 MiB (plain); the data device size
-        # only matters for the dynamic crypt segment
-        device_sectors = seg.offset_sectors + im["provided_size_sectors"]
         if im["kind"] == "luks1":
             key = "0" * 128  # dmsetup table masks the key of a LUKS1 mapping
         else:
             key = opened.key_reference()
         if seg.integrity:
-            tables = opened.dm_tables(
-                "DATA", device_sectors, key=key, dif_device="DIF",
-                integrity=IntegrityTableParams(provided_data_sectors=im["provided_size_sectors"],
-                                               journal_sectors=88))
+            params = integrity_params(dev, seg)
+            assert params.provided_data_sectors == im["provided_size_sectors"]
+            tables = opened.dm_tables("DATA", dev.nr_sectors, key=key, dif_device="DIF",
+                                      integrity=params)
             assert [s for s, _ in tables] == ["_dif", ""]
             by_suffix = dict(tables)
             crypt_rec = next(t for n, t in recorded if not n.endswith("_dif"))
@@ -110,9 +137,49 @@ def test_dm_tables_as_cryptsetup_loaded_them(name):
             assert by_suffix[""] == _substitute(crypt_rec, "DIF")
             assert by_suffix["_dif"] == _substitute(dif_rec, "DATA")
         else:
-            (suffix, table), = opened.dm_tables("DATA", device_sectors, key=key)
+            (suffix, table), = opened.dm_tables("DATA", dev.nr_sectors, key=key)
             assert table == _substitute(recorded[0][1], "DATA")
         assert opened.keyring_description() in opened.key_reference()
+
+
+@pytest.mark.parametrize("name", ALL_NAMES)
+def test_data_path_loads_the_recorded_tables(name):
+    """``luks.open`` stacks dmkit's targets with exactly those tables (device names aside:
+    the data device is ``luks_data``, the integrity device ``luks_dif``)."""
+    im = IMAGES[name]
+    recorded = dict(line.split(": ", 1) for line in im["dm_table_while_open"])
+    with luks.open(_full_device(name), im["passphrase"]) as vol:
+        assert vol.nr_sectors == im["provided_size_sectors"]
+        got = dict(vol.tables())
+        assert vol.readable() and not vol.writable()
+    crypt_rec = next(t for n, t in recorded.items() if not n.endswith("_dif"))
+    if im["kind"] == "luks1":  # the kernel masks a LUKS1 hex key; dmkit shows the reference
+        crypt_rec = crypt_rec.replace("0" * 128, got["luks"].split()[4])
+    if vol.segment.integrity:
+        dif_rec = next(t for n, t in recorded.items() if n.endswith("_dif"))
+        assert got == {"luks_dif": _substitute(dif_rec, "luks_data"),
+                       "luks": _substitute(crypt_rec, "luks_dif")}
+    else:
+        assert got == {"luks": _substitute(crypt_rec, "luks_data")}
+    assert im["volume_key_hex"] not in repr(got)
+
+
+@pytest.mark.parametrize("name", [n for n in ALL_NAMES if "dif_superblock" in IMAGES[n]])
+def test_integrity_format_equals_the_kernels_superblock(name):
+    """What ``format_integrity`` writes at the data offset of a zeroed device of the
+    image's size is byte for byte the superblock area the kernel wrote there."""
+    im = IMAGES[name]
+    sb = im["dif_superblock"]
+    with load(image_device(name)).unlock(im["passphrase"]) as opened:
+        seg = opened.segment
+    nr = im["original_raw_size"] // 512
+    planned = plan_integrity(nr, seg).to_area_bytes()
+    assert hashlib.sha256(planned).hexdigest() == sb["area_sha256"]
+    dev = MemoryDevice(nr)
+    format_integrity(dev, seg)
+    off = sb["offset_sectors"] * 512
+    assert hashlib.sha256(dev.buf[off:off + 4096]).hexdigest() == sb["area_sha256"]
+    assert integrity_params(dev, seg).journal_sectors == 88
 
 
 def test_dm_tables_embed_hex_key_by_default():
