@@ -62,6 +62,7 @@ __all__ = [
     "plan_format",
     "format_device",
     "empty_journal",
+    "encrypt_journal",
     "decrypt_journal",
     "default_tag_size",
     "WIPE_CHUNK_SECTORS",
@@ -204,6 +205,65 @@ def _journal_mac_fn(name: str, key: bytes | None) -> Callable[[bytes], bytes]:
     return mac
 
 
+def _sector_salts(jg) -> np.ndarray:
+    """``(section << 32) ^ sector`` of every journal sector, the commit ids' xor."""
+    sec = np.arange(jg.total_sectors, dtype=np.uint64)
+    ssec = np.uint64(jg.section_sectors)
+    return ((sec // ssec) << np.uint64(32)) ^ (sec % ssec)
+
+
+def _recode_commit_ids(buf: bytes, jg, src, dst) -> bytes:
+    """Rewrite every sector's commit id from the ``src`` set to the ``dst`` set (an id that
+    matches none is left as it is)."""
+    if tuple(src) == tuple(dst):
+        return bytes(buf)
+    arr = np.frombuffer(buf, dtype="<u8").reshape(jg.total_sectors, 64).copy()
+    salt = _sector_salts(jg)
+    ids = arr[:, 63] ^ salt
+    out = arr[:, 63].copy()
+    for k in range(N_COMMIT_IDS):
+        hit = ids == np.uint64(src[k])
+        out[hit] = np.uint64(dst[k]) ^ salt[hit]
+    arr[:, 63] = out
+    return arr.tobytes()
+
+
+def _journal_pages(jg) -> int:
+    return -(-jg.total_sectors // (_PAGE_SIZE >> SECTOR_SHIFT))
+
+
+def encrypt_journal(plain, geometry: Geometry, cipher: JournalCipher) -> bytes:
+    """A plain journal area (default commit ids, section MACs already in place) as the
+    kernel writes it with ``journal_crypt``: the inverse of :func:`decrypt_journal`."""
+    jg = geometry.journal
+    plain = bytes(memoryview(plain).cast("B")[:jg.total_sectors << SECTOR_SHIFT])
+    if cipher.stream:
+        pad, ids = cipher.pad_and_commit_ids(_journal_pages(jg))
+        recoded = _recode_commit_ids(plain, jg, COMMIT_IDS, ids)
+        return (np.frombuffer(recoded, dtype=np.uint8)
+                ^ np.frombuffer(pad, dtype=np.uint8)[:len(recoded)]).tobytes()
+    step = jg.section_sectors << SECTOR_SHIFT
+    return b"".join(cipher.encrypt_section(plain[i * step:(i + 1) * step], i)
+                    for i in range(jg.journal_sections))
+
+
+def decrypt_journal(raw, geometry: Geometry, cipher: JournalCipher) -> bytes:
+    """The journal area ``raw`` decrypted as the kernel's replay does, with every commit
+    id rewritten from the cipher's commit ids to the default ones (a commit id that matches
+    none is left alone), so that :func:`~.journal.scan_journal` reads it as a plain journal.
+    The section MACs are not checked."""
+    jg = geometry.journal
+    raw = bytes(memoryview(raw).cast("B")[:jg.total_sectors << SECTOR_SHIFT])
+    if cipher.stream:
+        pad, ids = cipher.pad_and_commit_ids(_journal_pages(jg))
+        plain = (np.frombuffer(raw, dtype=np.uint8)
+                 ^ np.frombuffer(pad, dtype=np.uint8)[:len(raw)]).tobytes()
+        return _recode_commit_ids(plain, jg, ids, COMMIT_IDS)
+    step = jg.section_sectors << SECTOR_SHIFT
+    return b"".join(cipher.decrypt_section(raw[i * step:(i + 1) * step], i)
+                    for i in range(jg.journal_sections))
+
+
 def empty_journal(geometry: Geometry, *, journal_mac: str | None = None,
                   journal_mac_key: bytes | None = None,
                   journal_cipher: JournalCipher | None = None) -> bytes:
@@ -212,17 +272,9 @@ def empty_journal(geometry: Geometry, *, journal_mac: str | None = None,
     sb = geometry.superblock
     jg = geometry.journal
     ssec = jg.section_sectors
-    total = jg.total_sectors
-    commit_ids = COMMIT_IDS
-    pad = None
-    if journal_cipher is not None and journal_cipher.stream:
-        journal_pages = -(-total // (_PAGE_SIZE >> SECTOR_SHIFT))
-        pad, commit_ids = journal_cipher.pad_and_commit_ids(journal_pages)
     # every sector: zeros, then the commit id of sequence 0 xored with (section<<32)^sector
-    sec = np.arange(total, dtype=np.uint64)
-    salt = ((sec // np.uint64(ssec)) << np.uint64(32)) ^ (sec % np.uint64(ssec))
-    arr = np.zeros((total, 64), dtype="<u8")
-    arr[:, 63] = np.uint64(commit_ids[0]) ^ salt
+    arr = np.zeros((jg.total_sectors, 64), dtype="<u8")
+    arr[:, 63] = np.uint64(COMMIT_IDS[0]) ^ _sector_salts(jg)
     buf = bytearray(arr.tobytes())
     # every entry unused: sector_hi (bytes 4..8 of the entry) = 0xFFFFFFFF
     n = np.arange(jg.section_entries)
@@ -238,59 +290,20 @@ def empty_journal(geometry: Geometry, *, journal_mac: str | None = None,
         salted = sb.has(SbFlags.FIXED_HMAC)
         for i in range(jg.journal_sections):
             parts = [sb.salt, _LE64.pack(i)] if salted else []
-            for n in range(jg.section_entries):
-                rel, off = jg.entry_position(n)
-                pos = ((i * ssec + rel) << SECTOR_SHIFT) + off
-                parts.append(bytes(buf[pos:pos + 8]))
+            for e in range(jg.section_entries):
+                rel, off = jg.entry_position(e)
+                p = ((i * ssec + rel) << SECTOR_SHIFT) + off
+                parts.append(bytes(buf[p:p + 8]))
             digest = mac(b"".join(parts))
             digest = (digest + bytes(JOURNAL_MAC_SIZE))[:JOURNAL_MAC_SIZE]
             for j in range(JOURNAL_BLOCK_SECTORS):
-                pos = ((i * ssec + j) << SECTOR_SHIFT) + JOURNAL_SECTOR_DATA \
+                p = ((i * ssec + j) << SECTOR_SHIFT) + JOURNAL_SECTOR_DATA \
                     - JOURNAL_MAC_PER_SECTOR
-                buf[pos:pos + JOURNAL_MAC_PER_SECTOR] = \
+                buf[p:p + JOURNAL_MAC_PER_SECTOR] = \
                     digest[j * JOURNAL_MAC_PER_SECTOR:(j + 1) * JOURNAL_MAC_PER_SECTOR]
     if journal_cipher is not None:
-        if pad is not None:
-            view ^= np.frombuffer(pad, dtype=np.uint8)[:len(buf)]
-            return bytes(buf)
-        out = bytearray()
-        step = ssec << SECTOR_SHIFT
-        for i in range(jg.journal_sections):
-            out += journal_cipher.encrypt_section(bytes(buf[i * step:(i + 1) * step]), i)
-        return bytes(out)
+        return encrypt_journal(buf, geometry, journal_cipher)
     return bytes(buf)
-
-
-def decrypt_journal(raw, geometry: Geometry, cipher: JournalCipher) -> bytes:
-    """The journal area ``raw`` decrypted as the kernel's replay does, with every commit
-    id rewritten from the cipher's commit ids to the default ones (a commit id that matches
-    none is left alone), so that :func:`~.journal.scan_journal` reads it as a plain journal.
-    The section MACs are not checked."""
-    jg = geometry.journal
-    total = jg.total_sectors
-    raw = bytes(memoryview(raw).cast("B")[:total << SECTOR_SHIFT])
-    commit_ids = COMMIT_IDS
-    if cipher.stream:
-        pad, commit_ids = cipher.pad_and_commit_ids(-(-total // (_PAGE_SIZE >> SECTOR_SHIFT)))
-        plain = (np.frombuffer(raw, dtype=np.uint8)
-                 ^ np.frombuffer(pad, dtype=np.uint8)[:len(raw)]).tobytes()
-    else:
-        step = jg.section_sectors << SECTOR_SHIFT
-        plain = b"".join(cipher.decrypt_section(raw[i * step:(i + 1) * step], i)
-                         for i in range(jg.journal_sections))
-    if commit_ids == COMMIT_IDS:
-        return plain
-    arr = np.frombuffer(plain, dtype="<u8").reshape(total, 64).copy()
-    sec = np.arange(total, dtype=np.uint64)
-    ssec = np.uint64(jg.section_sectors)
-    salt = ((sec // ssec) << np.uint64(32)) ^ (sec % ssec)
-    ids = arr[:, 63] ^ salt
-    out = arr[:, 63].copy()
-    for k in range(N_COMMIT_IDS):
-        hit = ids == np.uint64(commit_ids[k])
-        out[hit] = np.uint64(COMMIT_IDS[k]) ^ salt[hit]
-    arr[:, 63] = out
-    return arr.tobytes()
 
 
 def _superblock_area(sb: Superblock, journal_mac: str | None,

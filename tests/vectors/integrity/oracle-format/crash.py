@@ -4,9 +4,9 @@ journals included — and what dmkit makes of them.
     .venv/bin/python tests/vectors/integrity/oracle-format/crash.py WORKDIR [CASES [JSON]]
 
 dmkit formats each case of ``crash_cases.txt`` (garbage disks, as reference.py); in the
-guest the kernel opens every device in journal mode, writes the pattern over all of it with
-O_DIRECT (and the last 64 KiB once more), and the guest powers off with all devices open
-(kernel-run then reports 125).  On the host, ``dmkit integrity export`` with the journal's
+guest the kernel opens every device in journal mode and writes with O_DIRECT as crash.sh
+says ("full" or "small"), the last write too small to wake the kernel's journal writer, and
+the guest powers off with all devices open (kernel-run then reports 125).  On the host, ``dmkit integrity export`` with the journal's
 cipher and key must give the pattern exactly, replaying the journal in memory, without
 changing the image; the blocks whose data area is stale (only in the journal) are counted.
 Results go to ``crash.json``.
@@ -41,6 +41,14 @@ def read_options(opts, with_crypt=True):
     return out
 
 
+def expected(style: str, n: int) -> bytes:
+    """What the device holds after crash.sh (once the journal is replayed)."""
+    if style == "full":
+        return pattern(n - 16) + bytes(16 * 512)
+    last = pattern(n)[(n - 16) * 512:]
+    return pattern(256) + bytes((n - 256 - 16) * 512) + last
+
+
 def main(workdir: str, cases_file: str = "crash_cases.txt",
          out_json: str = "crash.json") -> int:
     work = Path(workdir)
@@ -51,8 +59,8 @@ def main(workdir: str, cases_file: str = "crash_cases.txt",
     for line in (HERE / cases_file).read_text().splitlines():
         line = line.strip()
         if line and not line.startswith("#"):
-            name, kib, *opts = line.split()
-            cases.append({"name": name, "kib": int(kib), "opts": opts})
+            name, kib, style, *opts = line.split()
+            cases.append({"name": name, "kib": int(kib), "style": style, "opts": opts})
     n_max = 0
     lines, disks = [], []
     for c in cases:
@@ -68,7 +76,7 @@ def main(workdir: str, cases_file: str = "crash_cases.txt",
         c["n"] = json.loads(dmkit("dump", "--json", str(img)).stdout)["provided_data_sectors"]
         n_max = max(n_max, c["n"])
         guest = [f"/in/{o[4:]}" if o.startswith("@in/") else o for o in c["opts"]]
-        lines.append(f"/dev/vd{chr(ord('a') + len(disks) - 1)} {c['name']} "
+        lines.append(f"/dev/vd{chr(ord('a') + len(disks) - 1)} {c['name']} {c['style']} "
                      f"{' '.join(open_options(guest, 'J'))}")
     (work / "pat.bin").write_bytes(pattern(n_max))
     (work / "cases.txt").write_text("\n".join(lines) + "\n")
@@ -84,7 +92,7 @@ def main(workdir: str, cases_file: str = "crash_cases.txt",
     for c in cases:
         img = work / f"{c['name']}.img"
         before = hashlib.sha256(img.read_bytes()).hexdigest()
-        want = pattern(c["n"])
+        want = expected(c["style"], c["n"])
         out = work / f"{c['name']}.export"
         e = dmkit("export", "--json", *read_options(c["host_opts"]), str(img), str(out))
         summary = json.loads(e.stdout) if e.returncode == 0 else e.stderr.decode()
@@ -97,7 +105,8 @@ def main(workdir: str, cases_file: str = "crash_cases.txt",
             got = plain.read_bytes()
             stale = sum(got[s * 512:(s + 1) * 512] != want[s * 512:(s + 1) * 512]
                         for s in range(c["n"]))
-        rec = {"name": c["name"], "format_options": c["opts"], "provided_sectors": c["n"],
+        rec = {"name": c["name"], "style": c["style"], "format_options": c["opts"],
+               "provided_sectors": c["n"],
                "dmkit_export": summary, "export_is_pattern": exact,
                "image_unchanged": hashlib.sha256(img.read_bytes()).hexdigest() == before,
                "sectors_stale_without_the_journal": stale,
