@@ -1,0 +1,257 @@
+"""Shared pieces of the ``dmkit integrity`` commands: errors and exit statuses, algorithm
+names, key files, opening DEV and --data-device, the options that say how to read a
+device, and the verified reader (with an encrypted journal decrypted for its replay).
+
+Exit statuses: :class:`InputError` is bad input (2, like a usage error),
+:class:`VerificationFailed` a verification failure (1).  Keys are read from files into
+memory only; no message names their bytes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno as _errno
+import logging
+import os
+from typing import Iterator
+
+import click
+
+from ..block import SECTOR_SHIFT, Bio, BioOp, BlockDevice, FileDevice
+from ..errors import DeviceError, DmkitError, FormatError, IntegrityError, InvalidBioError
+from ..targets.integrity import IntegrityReader, JournalStatus, read_superblock
+from ..targets.integrity.format import JournalCipher, decrypt_journal
+from ..targets.integrity.geometry import Geometry
+from ..targets.integrity.tags import algorithm, kernel_name
+
+__all__ = ["MAX_KEY_SIZE", "InputError", "VerificationFailed", "bad_input", "cryptsetup_name",
+           "algorithm_name", "read_key", "open_devices", "same_file", "positive",
+           "alg_options", "journal_crypt_options", "make_reader", "quiet_integrity_log"]
+
+log = logging.getLogger("dmkit.cli")
+
+#: the most key bytes read from a key file (integritysetup's MAX_KEY_SIZE)
+MAX_KEY_SIZE = 4096
+
+
+class InputError(DmkitError):
+    """Bad input to an integrity command: exit status 2, like a usage error."""
+
+    default_errno = _errno.EINVAL
+    exit_code = 2
+
+
+class VerificationFailed(DmkitError):
+    """Blocks failed verification (the message says which)."""
+
+    default_errno = _errno.EILSEQ
+    exit_code = 1
+
+
+@contextlib.contextmanager
+def bad_input() -> Iterator[None]:
+    """Turn format and argument errors into InputError (exit 2); integrity errors pass."""
+    try:
+        yield
+    except (IntegrityError, InputError, VerificationFailed):
+        raise
+    except (FormatError, DeviceError, ValueError) as e:
+        raise InputError(str(e), errno=getattr(e, "errno", None) or _errno.EINVAL) from None
+
+
+def cryptsetup_name(name: str) -> str:
+    """integritysetup's spelling of a kernel algorithm name (``hmac(sha256)`` ->
+    ``hmac-sha256``)."""
+    k = kernel_name(name)
+    if k.endswith(")") and "(" in k:
+        outer, inner = k[:-1].split("(", 1)
+        return f"{outer}-{inner}"
+    return k
+
+
+def algorithm_name(name: str) -> str:
+    if "(" in name and not name.endswith(")"):
+        raise InputError(f"--integrity: malformed algorithm name {name!r}")
+    try:
+        return algorithm(name).name
+    except ValueError as e:
+        raise InputError(str(e)) from None
+
+
+# -- keys --------------------------------------------------------------------------------
+
+def read_key(path: str | None, size: int | None, option: str) -> bytes | None:
+    """The key in ``path``: its first ``size`` bytes, or the whole file (at most 4096)."""
+    if path is None:
+        if size is not None:
+            raise InputError(f"{option}-size needs {option}-file")
+        return None
+    if size is not None and not 1 <= size <= MAX_KEY_SIZE:
+        raise InputError(f"{option}-size {size} is not in 1..{MAX_KEY_SIZE}")
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_KEY_SIZE + 1)
+    except OSError as e:
+        raise InputError(f"{path}: cannot read key file: {e.strerror}",
+                         errno=e.errno) from None
+    if size is not None:
+        if len(data) < size:
+            raise InputError(f"{path}: key file has {len(data)} bytes, {option}-size "
+                             f"asks for {size}")
+        return data[:size]
+    if not data:
+        raise InputError(f"{path}: key file is empty")
+    if len(data) > MAX_KEY_SIZE:
+        raise InputError(f"{path}: key file is larger than {MAX_KEY_SIZE} bytes (give "
+                         f"{option}-size)")
+    return data
+
+
+# -- devices -----------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def open_devices(dev: str, data_device: str | None, *, write: bool
+                  ) -> Iterator[tuple[FileDevice, FileDevice | None]]:
+    """(data device, metadata device or None).  With ``--data-device``, DEV holds the
+    superblock, journal and tags (integritysetup's convention)."""
+    with contextlib.ExitStack() as stack:
+        with bad_input():
+            first = stack.enter_context(FileDevice(dev, read_only=not write))
+            if data_device is None:
+                yield first, None
+                return
+            data = stack.enter_context(FileDevice(data_device, read_only=not write))
+        if os.path.samefile(dev, data_device):
+            raise InputError(f"{data_device}: the data device is DEV itself")
+        yield data, first
+
+
+def same_file(a: os.stat_result, b: os.stat_result) -> bool:
+    if (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino):
+        return True
+    return bool(a.st_rdev and a.st_rdev == b.st_rdev)
+
+
+def positive(ctx, param, value):
+    if value is not None and value <= 0:
+        raise click.BadParameter("must be positive")
+    return value
+
+
+# -- shared options -------------------------------------------------------------------------
+
+def alg_options(f):
+    """The options that say how to read a device: algorithm, key, layout checks."""
+    opts = [
+        click.option("--integrity", "integrity_alg", default="crc32c", show_default=True,
+                     metavar="ALG",
+                     help="Tag algorithm: cryptsetup's name (crc32c, sha256, hmac-sha256) "
+                          "or the kernel's (hmac(sha256))."),
+        click.option("--integrity-key-file", metavar="FILE",
+                     help="Key of a keyed algorithm (hmac-*), read from FILE."),
+        click.option("--integrity-key-size", type=int, metavar="BYTES",
+                     help="Bytes of the key file to use (default: the whole file)."),
+        click.option("--data-device", metavar="DEV",
+                     help="The data is on DEV; the device argument holds the superblock, "
+                          "journal and tags."),
+        click.option("--tag-size", type=int, callback=positive, metavar="BYTES",
+                     help="Check that the superblock has this tag size."),
+        click.option("--sector-size", type=int, callback=positive, metavar="BYTES",
+                     help="Check that the superblock has this block size."),
+        click.option("--buffer-sectors", type=int, default=128, show_default=True,
+                     callback=positive, metavar="SECTORS",
+                     help="The table's buffer_sectors (matters only for the old padding)."),
+        click.option("--allow-discards", is_flag=True,
+                     help="Blocks whose tag is the discard filler (0xF6) read as they are."),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+def journal_crypt_options(f):
+    """verify/export: the journal encryption, to replay an encrypted journal."""
+    for o in reversed([
+        click.option("--journal-crypt", metavar="ALG",
+                     help="The journal's encryption (ctr-aes, chacha20, cbc-aes, xts-aes), "
+                          "so that writes still in it can be replayed."),
+        click.option("--journal-crypt-key-file", metavar="FILE"),
+        click.option("--journal-crypt-key-size", type=int, metavar="BYTES"),
+    ]):
+        f = o(f)
+    return f
+
+
+class _PlainJournalView(BlockDevice):
+    """A read-only view of ``dev`` whose journal area reads as its decrypted content (with
+    the default commit ids), for the reader's replay; every other sector is ``dev``'s."""
+
+    def __init__(self, dev: BlockDevice, first_sector: int, plain: bytes):
+        self.dev = dev
+        self.name = dev.name
+        self.nr_sectors = dev.nr_sectors
+        self.limits = dev.limits
+        self.read_only = True
+        self._lo = first_sector
+        self._hi = first_sector + (len(plain) >> SECTOR_SHIFT)
+        self._plain = plain
+
+    def _submit(self, bio: Bio) -> None:
+        if bio.op is BioOp.FLUSH:
+            return
+        if bio.op is not BioOp.READ:
+            raise InvalidBioError(f"{self.name}: read-only view")
+        self.dev.submit(bio)
+        a, b = max(bio.sector, self._lo), min(bio.sector + bio.nr_sectors, self._hi)
+        if a < b:
+            bio.data[(a - bio.sector) << SECTOR_SHIFT:(b - bio.sector) << SECTOR_SHIFT] = \
+                self._plain[(a - self._lo) << SECTOR_SHIFT:(b - self._lo) << SECTOR_SHIFT]
+
+
+def _decrypted_journal_devices(data_dev, meta_dev, name, key, buffer_sectors):
+    md = meta_dev or data_dev
+    sb = read_superblock(md)
+    geo = Geometry.from_superblock(sb, data_dev.nr_sectors,
+                                   meta_dev.nr_sectors if meta_dev is not None else None,
+                                   buffer_sectors=buffer_sectors, device=md.name)
+    plain = decrypt_journal(md.read(geo.journal_start_sector, geo.journal_sectors), geo,
+                            JournalCipher(name, key))
+    view = _PlainJournalView(md, geo.journal_start_sector, plain)
+    return (view, None) if meta_dev is None else (data_dev, view)
+
+
+def make_reader(data_dev, meta_dev, *, integrity_alg, integrity_key_file, integrity_key_size,
+            tag_size, sector_size, buffer_sectors, allow_discards, journal_crypt=None,
+            journal_crypt_key_file=None, journal_crypt_key_size=None, **_) -> IntegrityReader:
+    alg = algorithm_name(integrity_alg)
+    key = read_key(integrity_key_file, integrity_key_size, "--integrity-key")
+    jkey = read_key(journal_crypt_key_file, journal_crypt_key_size, "--journal-crypt-key")
+    if (journal_crypt is None) != (jkey is None):
+        raise InputError("--journal-crypt and --journal-crypt-key-file go together")
+    name = (meta_dev or data_dev).name
+    with bad_input():
+        if journal_crypt is not None:
+            data_dev, meta_dev = _decrypted_journal_devices(data_dev, meta_dev, journal_crypt,
+                                                            jkey, buffer_sectors)
+        reader = IntegrityReader(data_dev, meta_dev, internal_hash=alg, key=key,
+                                 tag_size=tag_size, block_size=sector_size,
+                                 buffer_sectors=buffer_sectors, allow_discards=allow_discards,
+                                 replay_journal=True, name=name)
+    if reader.journal.status is JournalStatus.UNREADABLE:
+        log.warning("%s: the journal does not read as a plain journal (%s); writes still "
+                    "in it, if any, are not applied%s", name, reader.journal.message,
+                    "" if journal_crypt else " (encrypted? give --journal-crypt and its key)")
+    return reader
+
+
+@contextlib.contextmanager
+def quiet_integrity_log() -> Iterator[None]:
+    """The reader logs each failed request; these commands report every bad sector
+    themselves, once, so its per-request lines are held back here."""
+    logger = logging.getLogger("dmkit.integrity")
+    old = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(old)
