@@ -438,3 +438,35 @@ def test_encrypted_journal_is_replayed(cipher, key_size, kernel_images, tmp_path
     wrong.write_bytes(bytes(range(1, key_size + 1)))
     r = run("verify", path, "--journal-crypt", cipher, "--journal-crypt-key-file", wrong)
     assert "does not read as a plain journal" in r.stderr    # a wrong key: noise
+
+
+def test_regions_the_kernel_would_not_trust_are_reported(kernel_images, tmp_path):
+    """A dirty bitmap and a recalculation in progress: those sectors cannot be verified;
+    verify says which and why, and exits 1."""
+    name = "crc32c-bitmap"
+    path = kernel_images.copy(name, tmp_path)["device"]
+    with FileDevice(path, read_only=True) as dev:
+        geo = IntegrityReader(dev, internal_hash="crc32c").geometry
+    with open(path, "r+b") as f:
+        f.seek(24)
+        f.write(struct.pack("<I", 0x8 | 0x10 | 0x4))          # + dirty_bitmap
+        f.seek(geo.journal_start_sector * 512)
+        f.write(b"\x01")                                        # sectors 0..32767
+    result = run("verify", "--json", path)
+    assert result.exit_code == 1
+    out = json.loads(result.stdout)
+    assert out["checked_sectors"] == 0 and out["mismatches"] == []
+    assert out["unverified"] == [{"start_sector": 0, "sectors": 11848, "reason":
+                                  "dirty bitmap region (bitmap mode, not closed cleanly)"}]
+    one_line(result, "11848 sector(s) could not be verified")
+    with open(path, "r+b") as f:
+        f.seek(24)
+        f.write(struct.pack("<I", 0x8 | 0x10 | 0x2))          # recalculating instead
+        f.seek(32)
+        f.write(struct.pack("<Q", 8000))
+        f.seek(geo.journal_start_sector * 512)
+        f.write(b"\x00")
+    out = json.loads(run("verify", "--json", path).stdout)
+    assert out["checked_sectors"] == 8000
+    assert out["unverified"][0]["start_sector"] == 8000
+    assert "recalculated" in out["unverified"][0]["reason"]
