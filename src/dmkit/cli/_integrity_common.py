@@ -110,18 +110,20 @@ def read_key(path: str | None, size: int | None, option: str) -> bytes | None:
 # -- devices -----------------------------------------------------------------------------
 
 @contextlib.contextmanager
-def open_devices(dev: str, data_device: str | None, *, write: bool
-                  ) -> Iterator[tuple[FileDevice, FileDevice | None]]:
+def open_devices(dev: str, data_device: str | None, *,
+                 write: bool) -> Iterator[tuple[FileDevice, FileDevice | None]]:
     """(data device, metadata device or None).  With ``--data-device``, DEV holds the
     superblock, journal and tags (integritysetup's convention)."""
     with contextlib.ExitStack() as stack:
         with bad_input():
             first = stack.enter_context(FileDevice(dev, read_only=not write))
-            if data_device is None:
-                yield first, None
-                return
-            data = stack.enter_context(FileDevice(data_device, read_only=not write))
-        if os.path.samefile(dev, data_device):
+            data = None
+            if data_device is not None:
+                data = stack.enter_context(FileDevice(data_device, read_only=not write))
+        if data is None:
+            yield first, None
+            return
+        if same_file(os.fstat(first.fileno()), os.fstat(data.fileno())):
             raise InputError(f"{data_device}: the data device is DEV itself")
         yield data, first
 
@@ -221,8 +223,10 @@ def _decrypted_journal_devices(data_dev, meta_dev, name, key, buffer_sectors):
 
 
 def make_reader(data_dev, meta_dev, *, integrity_alg, integrity_key_file, integrity_key_size,
-            tag_size, sector_size, buffer_sectors, allow_discards, journal_crypt=None,
-            journal_crypt_key_file=None, journal_crypt_key_size=None, **_) -> IntegrityReader:
+                tag_size, sector_size, buffer_sectors, allow_discards, journal_crypt=None,
+                journal_crypt_key_file=None, journal_crypt_key_size=None,
+                **_) -> IntegrityReader:
+    """The verified reader the options describe, journal replayed in memory."""
     alg = algorithm_name(integrity_alg)
     key = read_key(integrity_key_file, integrity_key_size, "--integrity-key")
     jkey = read_key(journal_crypt_key_file, journal_crypt_key_size, "--journal-crypt-key")
