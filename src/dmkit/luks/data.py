@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import bisect
 import contextlib
-import errno as _errno
 import logging
 import os
 from typing import Callable
@@ -33,7 +32,7 @@ from typing import Callable
 from ..block import SECTOR_SHIFT, Bio, BlockDevice, BlockDeviceIO
 from ..block.bio import OP_FLUSH, OP_READ, OP_WRITE
 from ..dm import DeviceResolver, MappedDevice
-from ..errors import DmkitError, FormatError, NotSupportedError, TableError
+from ..errors import DmkitError, FormatError, NotSupportedError, ReadOnlyError, TableError
 from ..keys import Keyring
 from ..targets.integrity.geometry import JournalGeometry, format_superblock
 from ..targets.integrity.layout import SB_SECTORS, SbFlags, Superblock
@@ -340,8 +339,8 @@ def open_unlocked(data_dev: BlockDevice, unlocked: Unlocked, *, writable: bool =
     cryptsetup's ``--integrity-no-journal`` and its format wipe do.  ``owned`` devices are
     closed with the result; the result owns ``unlocked`` (its key is wiped on close)."""
     if writable and data_dev.read_only:
-        raise DmkitError(f"{data_dev.name}: opened read-only; cannot open the volume for "
-                         "writing", errno=_errno.EROFS)
+        raise ReadOnlyError(f"{data_dev.name}: the device is read-only; cannot open the "
+                            "volume for writing")
     if name.strip() != name or not name or any(c.isspace() for c in name):
         raise ValueError(f"luks: device name {name!r} must be one word")
     return _build(data_dev, unlocked, writable=writable, name=name,
