@@ -21,9 +21,9 @@ from dmkit.targets.integrity.format import (
 )
 from dmkit.targets.integrity.layout import (
     COMMIT_IDS,
+    JournalEntry,
     SbFlags,
     Superblock,
-    JournalEntry,
 )
 
 ORACLE = VECTORS / "oracle"

@@ -25,6 +25,7 @@ CASES = {c["name"]: c for c in REFERENCE["cases"]}
 sys.path.insert(0, str(REF_DIR))
 from reference import garbage, keys  # noqa: E402
 
+
 #: integritysetup 2.6.1 keeps only the last --integrity-legacy-* option it is given
 #: (crypt_set_compatibility replaces the flags): with both, only legacy-hmac took effect.
 #: dmkit honours both, so the comparison gives dmkit what the kernel really got.

@@ -41,7 +41,7 @@ from ._integrity_common import (
     read_key,
     same_file,
 )
-from .copy import _copy_in, _input_file   # the same import rules as `dmkit import`
+from .copy import _copy_in, _input_file  # the same import rules as `dmkit import`
 from .progress import progress
 
 __all__ = ["verify_cmd", "export_cmd", "import_cmd", "EXPORT_CHUNK_BYTES"]

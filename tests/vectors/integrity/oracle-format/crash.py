@@ -6,9 +6,10 @@ journals included — and what dmkit makes of them.
 dmkit formats each case of ``crash_cases.txt`` (garbage disks, as reference.py); in the
 guest the kernel opens every device in journal mode and writes with O_DIRECT as crash.sh
 says ("full" or "small"), the last write too small to wake the kernel's journal writer, and
-the guest powers off with all devices open (kernel-run then reports 125).  On the host, ``dmkit integrity export`` with the journal's
-cipher and key must give the pattern exactly, replaying the journal in memory, without
-changing the image; the blocks whose data area is stale (only in the journal) are counted.
+the guest powers off with all devices open (kernel-run then reports 125).  On the host,
+``dmkit integrity export`` with the journal's cipher and key must give the pattern exactly,
+replaying the journal in memory, without changing the image; the blocks whose data area is
+stale (only in the journal) are counted.
 Results go to ``crash.json``.
 """
 
@@ -122,9 +123,10 @@ def main(workdir: str, cases_file: str = "crash_cases.txt",
         {"made_by": "tests/vectors/integrity/oracle-format/crash.py through "
                     "../shared/oracle/kernel-run", "cases": records}, indent=1) + "\n")
     for r in records:
-        print(f"{'ok  ' if r['ok'] else 'FAIL'} {r['name']}: replayed "
-              f"{r['dmkit_export'].get('journal_replayed_blocks') if isinstance(r['dmkit_export'], dict) else '?'}"
-              f" blocks, {r['sectors_stale_without_the_journal']} sectors stale without the key")
+        exp = r["dmkit_export"]
+        replayed = exp.get("journal_replayed_blocks") if isinstance(exp, dict) else "?"
+        print(f"{'ok  ' if r['ok'] else 'FAIL'} {r['name']}: replayed {replayed} blocks, "
+              f"{r['sectors_stale_without_the_journal']} sectors stale without the key")
     return 1 if failures else 0
 
 
