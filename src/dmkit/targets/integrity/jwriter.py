@@ -337,29 +337,32 @@ class JournalWriter:
         for i in sections:
             base = i * self.section_bytes
             E = base + self.entry_off
-            raw = self.np[E[:, None] + self._sec_idx].copy().view("<u8").ravel()
-            used = np.flatnonzero((raw >> np.uint64(32)) != np.uint64(0xFFFFFFFF))
+            arr = self.np[E[:, None] + self._sec_idx].copy().view("<u8").ravel()
+            used = np.flatnonzero((arr >> np.uint64(32)) != np.uint64(0xFFFFFFFF)).tolist()
+            raw = arr.tolist()
             used_by_section.append((i, raw, used))
             pos0 = i * self.section_entries
+            newest = self.newest
             run: list[int] = []
-            for j in used.tolist():
-                s = int(raw[j])
-                q = self.newest.get(s)
+            for j in used:
+                s = raw[j]
+                q = newest.get(s)
                 if q is not None and q != pos0 + j and self._is_committed_position(q):
                     continue        # a newer committed entry will write this block
-                if run and (j != run[-1] + 1 or s != int(raw[run[-1]]) + spb):
+                if run and (j != run[-1] + 1 or s != raw[run[-1]] + spb):
                     written += self._home_run(i, run, raw, home)
                     run = []
                 run.append(j)
             if run:
                 written += self._home_run(i, run, raw, home)
         flush()
+        newest = self.newest
         for i, raw, used in used_by_section:
             pos0 = i * self.section_entries
-            for j in used.tolist():
-                s = int(raw[j])
-                if self.newest.get(s) == pos0 + j:
-                    del self.newest[s]
+            for j in used:
+                s = raw[j]
+                if newest.get(s) == pos0 + j:
+                    del newest[s]
             base = i * self.section_bytes
             idx = (base + self.entry_off + 4)[:, None] + np.arange(4)
             self.np[idx] = _UNUSED_HI
@@ -379,5 +382,5 @@ class JournalWriter:
         last = self.np[E[:, None] + self._lb_idx].reshape(k * spb, 8)
         data.reshape(k * spb, 512)[:, 504:] = last
         tags = self.np[E[:, None] + self._tag_idx].tobytes()
-        home(int(raw[j0]), data.data, tags)
+        home(raw[j0], data.data, tags)
         return k
