@@ -42,7 +42,7 @@ from ..block import SECTOR_SHIFT, FileDevice
 from ..errors import DeviceError, DmkitError, IntegrityError
 from ..keys import SecretBytes
 from ..luks import KeyslotError, NoKeyError, Pbkdf
-from ..luks.dump import dump_volume_key, luks1_json
+from ..luks.dump import dump_volume_key as volume_key_text, luks1_json
 from ..luks.keyfile import read_key_file, read_volume_key_file, write_volume_key_file
 from ._common import STDIO, emit_json
 from .copy import _copy_in, _input_file, _output_file
@@ -175,8 +175,9 @@ def _confirm(message: str, batch_mode: bool, fail: str = "Operation aborted.") -
         return
     click.echo(f"\nWARNING!\n========\n{message}\n\nAre you sure? (Type 'yes' in capital "
                "letters): ", nl=False, err=True)
-    answer = sys.stdin.readline()
-    if answer.rstrip("\n") != "YES":
+    # the binary buffer, which a passphrase read after the answer also uses
+    answer = sys.stdin.buffer.readline()
+    if answer.rstrip(b"\n") != b"YES":
         click.echo("", err=True)
         raise Aborted(fail)
 
@@ -256,6 +257,26 @@ def _pbkdf(version: int, *, pbkdf, pbkdf_memory, pbkdf_parallel, pbkdf_force_ite
     return Pbkdf(**kw)
 
 
+class _Size(click.ParamType):
+    """A byte count with an optional unit, as cryptsetup takes sizes: 16384, 16k, 4M."""
+
+    name = "size"
+    _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int):
+            return value
+        text = str(value).strip().lower()
+        for tail in ("ib", "b"):
+            if text.endswith(tail) and text[:-len(tail)][-1:] in "kmgt":
+                text = text[:-len(tail)]
+        unit = text[-1:] if text[-1:] in "kmgt" else ""
+        digits = text[:-1] if unit else text
+        if not digits.isdigit() or not digits.isascii() or int(digits) <= 0:
+            self.fail(f"{value!r} is not a size (bytes, or with a unit: 16k, 4m)", param, ctx)
+        return int(digits) * self._UNITS[unit]
+
+
 _PBKDF_KEYS = ("pbkdf", "pbkdf_memory", "pbkdf_parallel", "pbkdf_force_iterations",
                "iter_time", "hash_name")
 
@@ -306,9 +327,9 @@ def luks_group():
 @click.option("--uuid", help="UUID of the new volume.")
 @click.option("--label", help="LUKS2 label.")
 @click.option("--subsystem", help="LUKS2 subsystem label.")
-@click.option("--luks2-metadata-size", type=click.IntRange(min=1), metavar="BYTES",
+@click.option("--luks2-metadata-size", type=_Size(), metavar="SIZE",
               help="Size of each LUKS2 metadata copy (16384 .. 4194304).")
-@click.option("--luks2-keyslots-size", type=click.IntRange(min=1), metavar="BYTES",
+@click.option("--luks2-keyslots-size", type=_Size(), metavar="SIZE",
               help="Size of the LUKS2 key slots area.")
 @click.option("--offset", "-o", type=click.IntRange(min=0), metavar="SECTORS",
               help="Data offset in 512-byte sectors.")
@@ -458,7 +479,7 @@ def dump_cmd(image, as_json, dump_json_metadata, dump_volume_key, volume_key_fil
             with vol.unlock(pw, keyslot=key_slot) as opened:
                 if volume_key_file is not None:
                     write_volume_key_file(volume_key_file, opened.volume_key)
-                click.echo(dump_volume_key(opened, image, key_file=volume_key_file), nl=False)
+                click.echo(volume_key_text(opened, image, key_file=volume_key_file), nl=False)
         return
     if as_json or dump_json_metadata:
         with _header_volume(image, header, write=False) as vol:
