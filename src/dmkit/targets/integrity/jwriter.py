@@ -317,54 +317,65 @@ class JournalWriter:
         return any(s in newest for s in range(sector, sector + nr_sectors, self.spb))
 
     # -- write-home -----------------------------------------------------------------------
-    def _is_committed_position(self, p: int) -> bool:
-        section = p // self.section_entries
-        off = (section - self.committed_section) % self.n_sections
-        return off < self.n_committed_sections
-
     def write_home(self, home: Callable[[int, bytes, bytes], None],
                    flush: Callable[[], None]) -> int:
         """``integrity_writer``: copy every committed block home (``home(sector, data,
         tags)`` per run of consecutive blocks), ``flush()``, then free the sections.
-        Returns the number of blocks written."""
+        Returns the number of blocks written.
+
+        Per section, numpy finds the used entries, those a newer committed entry makes
+        stale (the kernel's ``find_newer_committed_node``: they are skipped), and where runs
+        of consecutive sectors break; runs that continue into the next section are joined,
+        so a large write goes home as one request."""
         n = self.n_committed_sections
         if not n:
             return 0
         spb = self.spb
-        written = 0
-        sections = [(self.committed_section + k) % self.n_sections for k in range(n)]
-        used_by_section = []
-        for i in sections:
+        newest = self.newest
+        pending: list[tuple[int, int, list, list]] = []   # sector, blocks, data, tags
+        done: list[tuple[list, np.ndarray]] = []
+        for k in range(n):
+            i = (self.committed_section + k) % self.n_sections
             base = i * self.section_bytes
             E = base + self.entry_off
             arr = self.np[E[:, None] + self._sec_idx].copy().view("<u8").ravel()
-            used = np.flatnonzero((arr >> np.uint64(32)) != np.uint64(0xFFFFFFFF)).tolist()
-            raw = arr.tolist()
-            used_by_section.append((i, raw, used))
-            pos0 = i * self.section_entries
-            newest = self.newest
-            run: list[int] = []
-            for j in used:
-                s = raw[j]
-                q = newest.get(s)
-                if q is not None and q != pos0 + j and self._is_committed_position(q):
-                    continue        # a newer committed entry will write this block
-                if run and (j != run[-1] + 1 or s != raw[run[-1]] + spb):
-                    written += self._home_run(i, run, raw, home)
-                    run = []
-                run.append(j)
-            if run:
-                written += self._home_run(i, run, raw, home)
+            used = np.flatnonzero((arr >> np.uint64(32)) != np.uint64(0xFFFFFFFF))
+            if not used.size:
+                continue
+            secs = arr[used].tolist()
+            pos = used + i * self.section_entries
+            q = np.array([-1 if x is None else x for x in map(newest.get, secs)],
+                         dtype=np.int64)
+            done.append((secs, q == pos))
+            q_off = (q // self.section_entries - self.committed_section) % self.n_sections
+            keep = ~((q >= 0) & (q != pos) & (q_off < n))
+            j = used[keep]
+            if not j.size:
+                continue
+            sj = arr[j].astype(np.int64)
+            breaks = np.flatnonzero((np.diff(j) != 1) | (np.diff(sj) != spb)) + 1
+            for r0, r1 in zip([0, *breaks.tolist()], [*breaks.tolist(), len(j)]):
+                j0, cnt, sector = int(j[r0]), r1 - r0, int(sj[r0])
+                data, tags = self._run_data(base, j0, cnt)
+                if pending and pending[-1][0] + pending[-1][1] * spb == sector:
+                    pending[-1][2].append(data)
+                    pending[-1][3].append(tags)
+                    pending[-1] = (pending[-1][0], pending[-1][1] + cnt, pending[-1][2],
+                                   pending[-1][3])
+                else:
+                    pending.append((sector, cnt, [data], [tags]))
+        written = 0
+        for sector, cnt, datas, tags in pending:
+            data = datas[0] if len(datas) == 1 else np.concatenate(datas)
+            home(sector, data.data, b"".join(tags))
+            written += cnt
         flush()
-        newest = self.newest
-        for i, raw, used in used_by_section:
-            pos0 = i * self.section_entries
-            for j in used:
-                s = raw[j]
-                if newest.get(s) == pos0 + j:
-                    del newest[s]
-            base = i * self.section_bytes
-            idx = (base + self.entry_off + 4)[:, None] + np.arange(4)
+        for secs, current in done:
+            for s in np.asarray(secs, dtype=object)[current].tolist():
+                del newest[s]
+        for k in range(n):
+            i = (self.committed_section + k) % self.n_sections
+            idx = (i * self.section_bytes + self.entry_off + 4)[:, None] + np.arange(4)
             self.np[idx] = _UNUSED_HI
         self.committed_section = (self.committed_section + n) % self.n_sections
         self.n_committed_sections = 0
@@ -372,15 +383,11 @@ class JournalWriter:
         self.home_writes += 1
         return written
 
-    def _home_run(self, section: int, run: list[int], raw, home) -> int:
+    def _run_data(self, base: int, j0: int, k: int):
+        """The home data (last bytes restored) and the tags of entries ``j0..j0+k``."""
         spb, bs = self.spb, self.block_bytes
-        base = section * self.section_bytes
-        j0, k = run[0], len(run)
         d0 = base + ((JOURNAL_BLOCK_SECTORS + j0 * spb) << SECTOR_SHIFT)
         data = self.np[d0:d0 + k * bs].copy()
         E = base + self.entry_off[j0:j0 + k]
-        last = self.np[E[:, None] + self._lb_idx].reshape(k * spb, 8)
-        data.reshape(k * spb, 512)[:, 504:] = last
-        tags = self.np[E[:, None] + self._tag_idx].tobytes()
-        home(raw[j0], data.data, tags)
-        return k
+        data.reshape(k * spb, 512)[:, 504:] = self.np[E[:, None] + self._lb_idx].reshape(k * spb, 8)
+        return data, self.np[E[:, None] + self._tag_idx].tobytes()
