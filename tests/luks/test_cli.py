@@ -100,6 +100,22 @@ def test_format_import_export_round_trip(tmp_path, keyfile, opts):
     assert r.exit_code == 0 and r.stdout_bytes == data
 
 
+def test_sector_size_is_detected_as_cryptsetup_does(tmp_path, keyfile):
+    """No --sector-size: the file system's block size for an image file, 512 when the
+    data size is not a multiple of it (cryptsetup 2.6's autodetection); LUKS1 is 512."""
+    bsize = os.statvfs(tmp_path).f_bsize
+    want = bsize if bsize in (512, 1024, 2048, 4096) else 512
+    img = _image(tmp_path)
+    _format(img, keyfile, "--luks2-keyslots-size", "256k")
+    assert luks.unlock(img, PASS).segment.sector_size == want
+    odd = _image(tmp_path, 6 * MiB + 512, "odd.img")
+    _format(odd, keyfile, "--luks2-keyslots-size", "256k")
+    assert luks.unlock(odd, PASS).segment.sector_size == 512
+    r = run("format", "-q", *FAST, "--type", "luks1", "--sector-size", "4096",
+            "--key-file", keyfile, img)
+    assert r.exit_code == 2 and "only for LUKS2" in r.stderr
+
+
 def test_integrity_no_wipe_and_the_wipe_message(tmp_path, keyfile):
     img = _image(tmp_path)
     r = _format(img, keyfile, "--integrity", "hmac-sha256", "--integrity-no-wipe",
@@ -144,6 +160,8 @@ def _tamper(img, keyfile, sector: int) -> None:
 @pytest.mark.parametrize("opts", [c[1] for c in COMBOS if "--integrity" in c[1]],
                          ids=[c[0] for c in COMBOS if "--integrity" in c[1]])
 def test_tampered_ciphertext_stops_the_export_naming_the_sector(tmp_path, keyfile, opts):
+    if "--sector-size" not in opts:
+        opts = [*opts, "--sector-size", "512"]
     img = _image(tmp_path)
     _format(img, keyfile, "--luks2-keyslots-size", "992k", *opts)
     src = tmp_path / "in.bin"

@@ -317,8 +317,10 @@ def luks_group():
                    "(aes-gcm-random), poly1305 (chacha20-random).")
 @click.option("--integrity-no-wipe", is_flag=True,
               help="Do not wipe the volume: sectors fail authentication until written.")
-@click.option("--sector-size", type=int, default=512, show_default=True, metavar="BYTES",
-              help="Encryption sector size (LUKS2): 512, 1024, 2048 or 4096.")
+@click.option("--sector-size", type=int, metavar="BYTES",
+              help="Encryption sector size (LUKS2): 512, 1024, 2048 or 4096 (default: as "
+                   "cryptsetup, the device's physical block size or the file system's block "
+                   "size, 512 if the data size is not a multiple of it).")
 @_pbkdf_opts
 @_key_file
 @_vk_file
@@ -354,7 +356,7 @@ def format_cmd(image, key_file_arg, luks_type, cipher, key_size, integrity, inte
                             ("--luks2-keyslots-size", luks2_keyslots_size)):
             if value:
                 raise click.UsageError(f"{name} can be used only for LUKS2 format.")
-        if sector_size != 512:
+        if sector_size not in (None, 512):
             raise click.UsageError("--sector-size can be used only for LUKS2 format.")
     if integrity_no_wipe and not integrity:
         raise click.UsageError("--integrity-no-wipe needs --integrity")
@@ -363,7 +365,7 @@ def format_cmd(image, key_file_arg, luks_type, cipher, key_size, integrity, inte
     pbkdf = _pbkdf(1 if luks_type == "luks1" else 2, **pbkdf_opts)
     kw = {"cipher": cipher, "pbkdf": pbkdf, "keyslot": key_slot, "uuid": uuid}
     if luks_type == "luks2":
-        kw.update(integrity=integrity, sector_size=sector_size, label=label or "",
+        kw.update(integrity=integrity, label=label or "",
                   subsystem=subsystem or "")
         if luks2_metadata_size:
             kw["metadata_size"] = luks2_metadata_size
@@ -394,6 +396,9 @@ def format_cmd(image, key_file_arg, luks_type, cipher, key_size, integrity, inte
             if os.path.exists(header):
                 hdr = _open_file(header, write=True)
                 stack.callback(hdr.close)
+        if luks_type == "luks2":
+            kw["sector_size"] = sector_size or _optimal_sector_size(
+                data, hdr if hdr is not None else data, header is not None, kw)
         old = _existing(hdr if hdr is not None else data)
         msg = f"This will overwrite data on {target} irrevocably."
         if old:
@@ -429,6 +434,29 @@ def format_cmd(image, key_file_arg, luks_type, cipher, key_size, integrity, inte
             if wipe_bar is not None:
                 wipe_bar.close()
         opened.wipe()
+
+
+def _optimal_sector_size(data: FileDevice, hdr: FileDevice, detached: bool, kw) -> int:
+    """cryptsetup's sector size autodetection (``device_optimal_encryption_sector_size``):
+    the physical block size of a block device, the file system's block size for an image
+    file; 512 when that is out of range or the data size is not a multiple of it."""
+    if data.is_blockdev:
+        size = data.limits.physical_block_size
+    else:
+        try:
+            size = os.fstatvfs(data.fileno()).f_bsize
+        except OSError:
+            size = 512
+    if size not in (512, 1024, 2048, 4096):
+        return 512
+    _, offset = luks.luks2_volume.luks2_layout(
+        hdr.size_bytes, metadata_size=kw.get("metadata_size", 16384),
+        keyslots_size=kw.get("keyslots_size"), data_offset=kw.get("data_offset"),
+        detached=detached)
+    if (data.size_bytes - offset) % size:
+        log.debug("Device size is not aligned to sector size. Reverting to 512 bytes.")
+        return 512
+    return size
 
 
 def _existing(dev: FileDevice) -> str | None:
