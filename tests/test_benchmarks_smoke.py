@@ -63,3 +63,29 @@ def test_case_filter_and_bad_options(bench_main, tmp_path, capsys):
         bench_main(["--cases", "no-such-case", "--dir", str(tmp_path)])
     assert e.value.code == 2
     assert "no benchmark case matches 'no-such-case'" in capsys.readouterr().err
+
+
+def test_integrity_cases_report_their_targets(bench_main, tmp_path, capsys):
+    # The comparisons the targets need are timed by the cases after the harness's
+    # passes and land in the same report entry; every target says whether it was met.
+    assert bench_main(["--size-mib", "4", "--repeat", "1", "--cases", "integrity-*",
+                       "--dir", str(tmp_path)]) == 0
+    captured = capsys.readouterr()
+    by_name = {c["case"]: c for c in json.loads(captured.out)["cases"]}
+    assert len(by_name) == 12
+    for name, case in by_name.items():
+        assert case["status"] == "ok", case
+        assert case["integrity"]["block_size"] == 4096
+        for t in case["targets"]:
+            assert isinstance(t["meets_target"], bool)
+            assert _positive(t["ratio"]["best"]) and _positive(t["ratio"]["median"])
+            assert f"{name}: target " in captured.err
+    for mode in ("journal", "bitmap", "direct"):
+        read = by_name[f"integrity-{mode}-hmac-sha256-read"]
+        assert _positive(read["ratio_to_tags_alone"]["best"])
+        assert _positive(read["tags_alone"]["mib_per_s"]["best"])
+    for alg in ("crc32c", "hmac-sha256"):
+        assert _positive(by_name[f"integrity-journal-{alg}-write"]["ratio_to_direct_write"]["best"])
+    assert len(by_name["integrity-direct-crc32c-read"]["targets"]) == 1
+    assert by_name["integrity-direct-crc32c-write"]["targets"] == []
+    assert list(tmp_path.iterdir()) == []
