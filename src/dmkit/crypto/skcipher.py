@@ -32,6 +32,11 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from ._buf import KeyHolder, as_ivs, check_key, mv, u8, u64
 from .gf128 import mul_x_pow_int, scratch, tweak_chains
 
+try:  # the optional C pass (setup.py); the numpy path below gives the same bytes
+    from . import _xtsfix
+except ImportError:  # pragma: no cover - depends on the build
+    _xtsfix = None
+
 __all__ = ["CHUNK_BYTES", "SectorCipher", "AesXts", "AesCbc", "AesEcb", "NullCipher",
            "AES_KEY_SIZES"]
 
@@ -211,6 +216,9 @@ class AesXts(SectorCipher):
     def _units(self, decrypt, src, dst, ivs, unit_bytes):
         n, blocks = len(ivs), unit_bytes // 16
         t = self.tweaks(ivs)
+        if _xtsfix is not None:
+            self._units_c(decrypt, src, dst, t, n, blocks)
+            return
         out = u64(dst).reshape(n, blocks, 2)
         if self._bulk is not None:
             d = tweak_chains(t ^ self._chain_table(blocks, n), blocks)
@@ -225,3 +233,21 @@ class AesXts(SectorCipher):
             ctx = self._ecb1.decryptor() if decrypt else self._ecb1.encryptor()
         y = np.frombuffer(ctx.update(mv(x)), np.uint64).reshape(n, blocks, 2)
         np.bitwise_xor(y, d, out=out)
+
+    def _units_c(self, decrypt, src, dst, t, n, blocks):
+        """The same computation with the mask passes in C: ``x = src ^ D`` and
+        ``dst = E(x) ^ D`` each in one sweep, with ``D`` generated on the fly."""
+        size = n * blocks * 16
+        x = scratch("xts.cx", (size // 8,))
+        y = scratch("xts.cy", (size // 8 + 2,))  # update_into wants block_size - 1 spare
+        if self._bulk is not None:
+            starts = np.ascontiguousarray(t ^ self._chain_table(blocks, n))
+            c = Cipher(self._bulk, modes.XTS(_ZERO16))
+            ctx = c.decryptor() if decrypt else c.encryptor()
+        else:
+            starts = np.ascontiguousarray(t)
+            ctx = self._ecb1.decryptor() if decrypt else self._ecb1.encryptor()
+        _xtsfix.mask_xor(x, src, starts, blocks)
+        done = ctx.update_into(mv(x), memoryview(y).cast("B"))
+        assert done == size
+        _xtsfix.mask_xor(dst, memoryview(y).cast("B")[:size], starts, blocks)
