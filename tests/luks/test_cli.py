@@ -9,7 +9,6 @@ and a whole session's output searched for the keys and passphrases.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os

@@ -298,3 +298,23 @@ def test_deterministic_format():
     a = _format(dict(cipher="aes-xts-plain64", integrity="hmac-sha256"), seed=7)
     b = _format(dict(cipher="aes-xts-plain64", integrity="hmac-sha256"), seed=7)
     assert hashlib.sha256(a.buf).digest() == hashlib.sha256(b.buf).digest()
+
+
+def test_export_stops_or_zero_fills():
+    dev = _filled(dict(cipher="aes-gcm-random", integrity="aead"))
+    data, _, _ = _locate(dev, 700)
+    dev.buf[data + 3] ^= 1
+    with luks.open(dev, "pw") as vol:
+        out = io.BytesIO()
+        with pytest.raises(IntegrityError) as ei:
+            vol.export(out, chunk_bytes=64 << 10)
+        assert ei.value.sector == 700
+        assert out.getvalue() == pattern(0, 640)     # the chunks before the failing one
+        out = io.BytesIO()
+        seen = []
+        bad = vol.export(out, zero_on_error=True,
+                         progress=lambda done, total, n: seen.append((done, total, n)))
+        assert bad == [700]
+        n = vol.nr_sectors
+        assert out.getvalue() == pattern(0, 700) + bytes(512) + pattern(701, n - 701)
+        assert seen[-1][0] == seen[-1][1] == n * 512

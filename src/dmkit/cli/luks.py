@@ -52,9 +52,6 @@ __all__ = ["luks_group"]
 
 log = logging.getLogger("dmkit.cli")
 
-#: bytes per request when exporting
-EXPORT_CHUNK_BYTES = 4 << 20
-_SALVAGE_PIECE_BYTES = 64 << 10
 
 
 class MissingDevice(DmkitError):
@@ -814,11 +811,11 @@ def export_cmd(image, out, zero_on_error, as_json, **opts):
             if stream.isatty():
                 raise click.UsageError("refusing to write binary data to a terminal: "
                                        "redirect stdout or give OUT a path")
-            bad = _copy_out(dev, stream, zero_on_error, image)
+            bad = _copy_out(vol, stream, zero_on_error, image)
             stream.flush()
         else:
             with _output_file(out, dev) as f:
-                bad = _copy_out(dev, f, zero_on_error, image)
+                bad = _copy_out(vol, f, zero_on_error, image)
         nbytes = dev.size_bytes
     if bad:
         shown = ", ".join(map(str, bad[:50])) + (f", ... ({len(bad)} in all)"
@@ -848,61 +845,19 @@ def _refuse_same_file(path: str, *devices: str | None) -> None:
                               "overwrite it", errno=_errno.EBUSY)
 
 
-def _copy_out(dev, f: BinaryIO, zero_on_error: bool, image: str) -> list[int]:
-    total = dev.size_bytes
-    unit = dev.logical_block_size
-    buf = memoryview(bytearray(min(EXPORT_CHUNK_BYTES, total)))
-    bad: list[int] = []
-    bar = progress(total, "export")
+def _copy_out(vol: luks.LuksDevice, f: BinaryIO, zero_on_error: bool, image: str
+              ) -> list[int]:
+    bar = progress(vol.size_bytes, "export")
     try:
-        done = 0
-        while done < total:
-            n = min(len(buf), total - done)
-            view = buf[:n]
-            try:
-                dev.readinto(done >> SECTOR_SHIFT, view)
-            except IntegrityError as e:
-                if not zero_on_error:
-                    sector = _failed_sector(dev, e, done, view, unit)
-                    raise AuthenticationFailed(
-                        f"{image}: sector {sector} failed authentication (INTEGRITY AEAD "
-                        "ERROR); export stopped (--zero-on-error writes zeros for such "
-                        "sectors and lists them)") from None
-                _salvage(dev, view, done, unit, bad)
-            f.write(view)
-            done += n
-            bar.update(n)
+        return vol.export(f, zero_on_error=zero_on_error,
+                          progress=lambda done, total, n: bar.update(n))
+    except IntegrityError as e:
+        raise AuthenticationFailed(
+            f"{image}: sector {e.sector} failed authentication (INTEGRITY AEAD ERROR); "
+            "export stopped (--zero-on-error writes zeros for such sectors and lists "
+            "them)") from None
     finally:
         bar.close()
-    return bad
-
-
-def _failed_sector(dev, e: IntegrityError, offset: int, view: memoryview, unit: int) -> int:
-    sector = getattr(e, "sector", None)
-    if sector is not None:
-        return int(sector)
-    bad: list[int] = []   # an error without a sector: find the first bad unit
-    _salvage(dev, view, offset, unit, bad)
-    return bad[0] if bad else offset >> SECTOR_SHIFT
-
-
-def _salvage(dev, view: memoryview, offset: int, unit: int, bad: list[int]) -> None:
-    """Read a failed chunk in 64 KiB pieces, and the failing pieces unit by unit,
-    zero-filling (and listing) the units that fail."""
-    piece = max(unit, _SALVAGE_PIECE_BYTES // unit * unit)
-    for p in range(0, len(view), piece):
-        part = view[p:p + piece]
-        try:
-            dev.readinto((offset + p) >> SECTOR_SHIFT, part)
-            continue
-        except IntegrityError:
-            pass
-        for off in range(0, len(part), unit):
-            try:
-                dev.readinto((offset + p + off) >> SECTOR_SHIFT, part[off:off + unit])
-            except IntegrityError:
-                part[off:off + unit] = bytes(unit)
-                bad.append((offset + p + off) >> SECTOR_SHIFT)
 
 
 @luks_group.command("import")

@@ -32,9 +32,10 @@ from typing import Callable
 from ..block import SECTOR_SHIFT, Bio, BlockDevice, BlockDeviceIO
 from ..block.bio import OP_FLUSH, OP_READ, OP_WRITE
 from ..dm import DeviceResolver, MappedDevice
-from ..errors import DmkitError, FormatError, NotSupportedError, ReadOnlyError, TableError
+from ..errors import (DmkitError, FormatError, IntegrityError, NotSupportedError, ReadOnlyError,
+                      TableError)
 from ..keys import Keyring
-from ..targets.integrity.geometry import JournalGeometry, format_superblock
+from ..targets.integrity.geometry import Geometry, format_superblock
 from ..targets.integrity.layout import SB_SECTORS, SbFlags, Superblock
 from .volume import DataSegment, IntegrityTableParams, Unlocked
 
@@ -45,8 +46,10 @@ log = logging.getLogger("dmkit.luks")
 
 #: bytes written per request while wiping (cryptsetup's DEFAULT_WIPE_BLOCK is 1 MiB)
 WIPE_CHUNK_BYTES = 4 << 20
-#: bytes per request of ``readall``
-READ_CHUNK_BYTES = 4 << 20
+#: bytes per request of ``readall`` and ``export``
+READ_CHUNK_BYTES = EXPORT_CHUNK_BYTES = 4 << 20
+#: when a chunk fails authentication, it is read again in pieces of this size
+SALVAGE_PIECE_BYTES = 64 << 10
 _DATA = "luks_data"
 
 
@@ -95,10 +98,12 @@ def integrity_params(data_dev: BlockDevice, segment: DataSegment, *,
     if sb.has(SbFlags.HAVE_JOURNAL_MAC):
         raise NotSupportedError(f"{where}: a journal MAC; cryptsetup formats none and dmkit "
                                 "does not know its key")
-    jg = JournalGeometry.compute(sb.integrity_tag_size, sb.sectors_per_block, False,
-                                 sb.journal_sections)
+    geo = Geometry.from_superblock(sb, data_dev.nr_sectors,
+                                   start_sector=segment.offset_sectors, device=data_dev.name)
+    # the kernel shrinks the tag buffer to the tag area run and prints what it uses
     return IntegrityTableParams(provided_data_sectors=sb.provided_data_sectors,
-                                journal_sectors=jg.total_sectors,
+                                journal_sectors=geo.journal_sectors,
+                                buffer_sectors=1 << geo.log2_buffer_sectors,
                                 fix_padding=sb.has(SbFlags.FIXED_PADDING), mode=mode)
 
 
@@ -235,6 +240,42 @@ class LuksDevice(BlockDeviceIO):
         del view
         return bytes(out[:done])
 
+    def export(self, f, *, zero_on_error: bool = False,
+               progress: Callable[[int, int, int], object] | None = None,
+               chunk_bytes: int = EXPORT_CHUNK_BYTES) -> list[int]:
+        """Write the whole decrypted volume to the binary file ``f``; returns the sectors
+        that failed authentication (512-byte units, one per encryption sector).
+
+        Without ``zero_on_error`` the first failure raises
+        :class:`~dmkit.errors.IntegrityError` (``.sector`` names it) after writing the
+        data before its chunk.  With it, a failing chunk is read again in 64 KiB pieces,
+        and a failing piece sector by sector; failing sectors are written as zeros.
+        ``progress(done_bytes, total_bytes, just_written)`` after each chunk.
+        """
+        dev = self.device
+        total, unit = dev.size_bytes, dev.logical_block_size
+        step = max(chunk_bytes // unit, 1) * unit
+        buf = memoryview(bytearray(min(step, total)))
+        bad: list[int] = []
+        done = 0
+        while done < total:
+            view = buf[:min(len(buf), total - done)]
+            try:
+                dev.readinto(done >> SECTOR_SHIFT, view)
+            except IntegrityError as e:
+                if not zero_on_error:
+                    if getattr(e, "sector", None) is None:
+                        found: list[int] = []
+                        _salvage(dev, view, done, unit, found)
+                        e.sector = found[0] if found else done >> SECTOR_SHIFT
+                    raise
+                _salvage(dev, view, done, unit, bad)
+            f.write(view)
+            done += len(view)
+            if progress is not None:
+                progress(done, total, len(view))
+        return bad
+
     def tables(self) -> list[tuple[str, str]]:
         """``(name, table)`` of each mapped device, bottom first, as ``dmsetup table``
         shows them; the key is the keyring reference, never the key."""
@@ -274,6 +315,26 @@ class LuksDevice(BlockDeviceIO):
         self.unlocked.wipe()
         if errors:
             raise errors[0]
+
+
+def _salvage(dev: BlockDevice, view: memoryview, offset: int, unit: int,
+             bad: list[int]) -> None:
+    """Read a chunk that failed in 64 KiB pieces, and the failing pieces unit by unit,
+    zero-filling (and listing) the units that fail."""
+    piece = max(unit, SALVAGE_PIECE_BYTES // unit * unit)
+    for p in range(0, len(view), piece):
+        part = view[p:p + piece]
+        try:
+            dev.readinto((offset + p) >> SECTOR_SHIFT, part)
+            continue
+        except IntegrityError:
+            pass
+        for off in range(0, len(part), unit):
+            try:
+                dev.readinto((offset + p + off) >> SECTOR_SHIFT, part[off:off + unit])
+            except IntegrityError:
+                part[off:off + unit] = bytes(unit)
+                bad.append((offset + p + off) >> SECTOR_SHIFT)
 
 
 def _build(data_dev: BlockDevice, unlocked: Unlocked, *, writable: bool, name: str,
