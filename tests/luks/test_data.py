@@ -192,6 +192,15 @@ def test_crashed_journal_is_replayed_in_memory_read_only():
         assert not isinstance(clean.dif.targets[0].data_dev, _Overlay)
 
 
+def test_integrity_table_shows_the_buffer_the_kernel_uses():
+    """With 4 KiB sectors and 28-byte tags the tag run of an interleave area is 224
+    sectors: the kernel shrinks its 128-sector tag buffer to 32 and prints that."""
+    dev = _format(dict(cipher="aes-gcm-random", integrity="aead", sector_size=4096))
+    with luks.open(dev, "pw") as vol:
+        dif = dict(vol.tables())["luks_dif"]
+    assert " 28 J 7 block_size:4096 " in dif and " buffer_sectors:32 " in dif
+
+
 def test_writes_without_journal():
     dev = _format(dict(cipher="chacha20-random", integrity="poly1305"))
     with luks.open(dev, "pw", writable=True, integrity_journal=False) as vol:
