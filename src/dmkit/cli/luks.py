@@ -17,6 +17,8 @@ line of stdin, as cryptsetup reads them.  A question ("Are you sure? (Type 'yes'
 capital letters)") is asked before destroying anything unless ``--batch-mode``; unlike
 cryptsetup it is asked (and read from stdin) even when stdin is not a terminal.
 
+The data verbs live in :mod:`.luks_data`, the shared helpers in :mod:`._luks_common`.
+
 Exit status as cryptsetup's: 0 success, 1 wrong parameters or a failed operation, 2 no
 key available with this passphrase, 4 the device does not exist or cannot be opened.
 Keys and passphrases are never printed or logged; ``--dump-volume-key`` is the one way to
@@ -26,260 +28,43 @@ see a volume key.
 from __future__ import annotations
 
 import contextlib
-import errno as _errno
-import getpass
 import logging
 import os
-import sys
-import time
-from typing import BinaryIO, Iterator
 
 import click
 
 import dmkit.luks as luks
 
 from ..block import SECTOR_SHIFT, FileDevice
-from ..errors import DeviceError, DmkitError, IntegrityError
+from ..errors import DmkitError
 from ..keys import SecretBytes
-from ..luks import KeyslotError, NoKeyError, Pbkdf
-from ..luks.dump import dump_volume_key as volume_key_text, luks1_json
-from ..luks.keyfile import read_key_file, read_volume_key_file, write_volume_key_file
-from ._common import STDIO, emit_json
-from .copy import _copy_in, _input_file, _output_file
+from ..luks import KeyslotError, NoKeyError
+from ..luks.dump import dump_volume_key as volume_key_text
+from ..luks.dump import luks1_json
+from ..luks.keyfile import write_volume_key_file
+from ._common import emit_json
+from ._luks_common import (
+    _batch,
+    _confirm,
+    _header,
+    _header_volume,
+    _key_bytes,
+    _key_file,
+    _key_slot,
+    _open_file,
+    _pbkdf,
+    _pbkdf_opts,
+    _secrets,
+    _Size,
+    _vk_file,
+    _volume_key,
+)
+from .luks_data import export_cmd, import_cmd
 from .progress import progress
 
 __all__ = ["luks_group"]
 
 log = logging.getLogger("dmkit.cli")
-
-
-
-class MissingDevice(DmkitError):
-    """cryptsetup's exit status 4: the device does not exist or cannot be opened."""
-
-    default_errno = _errno.ENODEV
-    exit_code = 4
-
-
-class Aborted(DmkitError):
-    """The user did not answer YES."""
-
-    default_errno = _errno.ECANCELED
-
-
-class AuthenticationFailed(DmkitError):
-    """A sector of an authenticated volume failed its check (export stopped)."""
-
-    default_errno = _errno.EILSEQ
-
-
-# -- devices, passphrases, questions ----------------------------------------------------------
-
-def _open_file(path: str, *, write: bool) -> FileDevice:
-    try:
-        return FileDevice(path, read_only=not write)
-    except DeviceError as e:
-        if e.errno in (_errno.ENOENT, _errno.EACCES, _errno.EPERM, _errno.ENOTDIR):
-            raise MissingDevice(f"Device {path} does not exist or access denied.",
-                                errno=e.errno) from None
-        raise
-
-
-def _stdin_is_tty() -> bool:
-    try:
-        return sys.stdin.isatty()
-    except (AttributeError, ValueError):
-        return False
-
-
-def _stdin_line(what: str) -> SecretBytes:
-    """The first line of stdin without its newline (cryptsetup without --key-file)."""
-    stream = sys.stdin.buffer
-    line = bytearray(stream.readline(luks.keyfile.KEYFILE_SIZE_MAX + 1))
-    try:
-        if line.endswith(b"\n"):
-            del line[-1:]
-        if not line:
-            raise DmkitError(f"Nothing to read on input ({what}).")
-        return SecretBytes(line)
-    finally:
-        line[:] = bytes(len(line))
-
-
-def _prompt(text: str) -> SecretBytes:
-    try:
-        pw = getpass.getpass(text)
-    except EOFError:
-        raise DmkitError("Error reading passphrase from terminal.") from None
-    if not pw:
-        raise DmkitError("Error reading passphrase from terminal.")
-    return SecretBytes(pw.encode("utf-8"))
-
-
-class _Secrets:
-    """Where this command's passphrases come from; stdin can serve only one of them."""
-
-    def __init__(self):
-        self.stdin_used = False
-        self.held: list[SecretBytes] = []
-
-    def get(self, key_file: str | None, offset: int, size: int | None, prompt: str,
-            *, verify: bool = False) -> SecretBytes:
-        if key_file is not None:
-            if key_file == STDIO:
-                self._take_stdin()
-            secret = read_key_file(key_file, keyfile_offset=offset, keyfile_size=size)
-        elif offset or size is not None:
-            raise click.UsageError("--keyfile-offset and --keyfile-size need a key file")
-        elif _stdin_is_tty():
-            secret = _prompt(prompt)
-            if verify:
-                again = _prompt("Verify passphrase: ")
-                same = secret == again
-                again.wipe()
-                if not same:
-                    secret.wipe()
-                    raise NoKeyError("Passphrases do not match.")
-        else:
-            self._take_stdin()
-            secret = _stdin_line(prompt.rstrip(": "))
-        self.held.append(secret)
-        return secret
-
-    def _take_stdin(self) -> None:
-        if self.stdin_used:
-            raise click.UsageError("only one passphrase can come from stdin: give the other "
-                                   "with a key file")
-        self.stdin_used = True
-
-    def wipe(self) -> None:
-        for s in self.held:
-            s.wipe()
-
-
-@contextlib.contextmanager
-def _secrets() -> Iterator[_Secrets]:
-    s = _Secrets()
-    try:
-        yield s
-    finally:
-        s.wipe()
-
-
-def _confirm(message: str, batch_mode: bool, fail: str = "Operation aborted.") -> None:
-    """cryptsetup's ``yesDialog``: the question on stderr, the answer from stdin."""
-    if batch_mode:
-        return
-    click.echo(f"\nWARNING!\n========\n{message}\n\nAre you sure? (Type 'yes' in capital "
-               "letters): ", nl=False, err=True)
-    # the binary buffer, which a passphrase read after the answer also uses
-    answer = sys.stdin.buffer.readline()
-    if answer.rstrip(b"\n") != b"YES":
-        click.echo("", err=True)
-        raise Aborted(fail)
-
-
-def _volume_key(path: str, key_bytes: int) -> SecretBytes:
-    return read_volume_key_file(path, key_bytes)
-
-
-@contextlib.contextmanager
-def _header_volume(image: str, header: str | None, *, write: bool):
-    """The LUKS volume (header object) on IMAGE, or on the detached --header."""
-    dev = _open_file(header if header is not None else image, write=write)
-    try:
-        yield luks.load(dev)
-    finally:
-        dev.close()
-
-
-# -- shared options ----------------------------------------------------------------------------
-
-def _options(*opts):
-    def deco(f):
-        for o in reversed(opts):
-            f = o(f)
-        return f
-    return deco
-
-
-_key_file = _options(
-    click.option("--key-file", "-d", metavar="FILE",
-                 help="Read the passphrase from FILE (- for stdin) instead of a prompt."),
-    click.option("--keyfile-offset", type=click.IntRange(min=0), default=0, metavar="BYTES",
-                 help="Skip BYTES at the start of the key file."),
-    click.option("--keyfile-size", "-l", type=click.IntRange(min=1), metavar="BYTES",
-                 help="Use at most BYTES of the key file."),
-)
-_header = click.option("--header", metavar="FILE",
-                       help="The LUKS header is detached, in FILE; IMAGE holds the data.")
-_key_slot = click.option("--key-slot", "-S", type=click.IntRange(0, 31), metavar="N",
-                         help="Use (or create) key slot N only.")
-_batch = click.option("--batch-mode", "-q", is_flag=True, help="Do not ask for confirmation.")
-_vk_file = click.option("--volume-key-file", metavar="FILE",
-                        help="Use the volume key in FILE instead of a passphrase.")
-_pbkdf_opts = _options(
-    click.option("--pbkdf", type=click.Choice(["pbkdf2", "argon2i", "argon2id"]),
-                 help="KDF of the new key slot (LUKS2 default argon2id; LUKS1 pbkdf2)."),
-    click.option("--pbkdf-memory", type=click.IntRange(min=1), metavar="KIB",
-                 help="Argon2 memory cost in KiB (default 1048576)."),
-    click.option("--pbkdf-parallel", type=click.IntRange(1, 4), metavar="N",
-                 help="Argon2 threads (default 4)."),
-    click.option("--pbkdf-force-iterations", type=click.IntRange(min=1), metavar="N",
-                 help="Fixed KDF cost (PBKDF2 iterations, Argon2 time) instead of the "
-                      "benchmark."),
-    click.option("--iter-time", "-i", type=click.IntRange(min=1), metavar="MS",
-                 help="Benchmark the KDF to take MS milliseconds (default 2000)."),
-    click.option("--hash", "-h", "hash_name", metavar="HASH",
-                 help="Hash of PBKDF2, the AF splitter and digests (default sha256)."),
-)
-
-
-def _pbkdf(version: int, *, pbkdf, pbkdf_memory, pbkdf_parallel, pbkdf_force_iterations,
-           iter_time, hash_name) -> Pbkdf:
-    kind = pbkdf or ("pbkdf2" if version == 1 else "argon2id")
-    if version == 1 and kind != "pbkdf2":
-        raise click.UsageError("LUKS1 key slots use --pbkdf pbkdf2 only")
-    kw = {"type": kind}
-    if hash_name:
-        kw["hash"] = hash_name.lower()
-    if pbkdf_force_iterations:
-        kw["iterations"] = pbkdf_force_iterations
-    if pbkdf_memory:
-        kw["memory_kb"] = pbkdf_memory
-    if pbkdf_parallel:
-        kw["parallel"] = pbkdf_parallel
-    if iter_time:
-        kw["iter_time_ms"] = iter_time
-    return Pbkdf(**kw)
-
-
-class _Size(click.ParamType):
-    """A byte count with an optional unit, as cryptsetup takes sizes: 16384, 16k, 4M."""
-
-    name = "size"
-    _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
-
-    def convert(self, value, param, ctx):
-        if isinstance(value, int):
-            return value
-        text = str(value).strip().lower()
-        for tail in ("ib", "b"):
-            if text.endswith(tail) and text[:-len(tail)][-1:] in "kmgt":
-                text = text[:-len(tail)]
-        unit = text[-1:] if text[-1:] in "kmgt" else ""
-        digits = text[:-1] if unit else text
-        if not digits.isdigit() or not digits.isascii() or int(digits) <= 0:
-            self.fail(f"{value!r} is not a size (bytes, or with a unit: 16k, 4m)", param, ctx)
-        return int(digits) * self._UNITS[unit]
-
-
-_PBKDF_KEYS = ("pbkdf", "pbkdf_memory", "pbkdf_parallel", "pbkdf_force_iterations",
-               "iter_time", "hash_name")
-
-
-def _split_pbkdf(opts: dict) -> dict:
-    return {k: opts.pop(k) for k in _PBKDF_KEYS}
 
 
 # -- the group -----------------------------------------------------------------------------------
@@ -577,14 +362,6 @@ def add_key_cmd(image, new_key_file, key_file, keyfile_offset, keyfile_size,
         log.info("key slot %d created", slot)
 
 
-def _key_bytes(vol) -> int:
-    """The volume key size (from the header: LUKS1, or a LUKS2 key slot)."""
-    n = vol.data_segment().key_bytes
-    if not n:
-        raise DmkitError("Cannot determine volume key size for LUKS without keyslots.")
-    return n
-
-
 @luks_group.command("change-key")
 @click.argument("image", metavar="IMAGE")
 @click.argument("new_key_file", metavar="[NEW_KEY_FILE]", required=False)
@@ -733,159 +510,5 @@ def header_restore_cmd(image, header_backup_file, batch_mode):
         dev.close()
 
 
-# -- the data: export and import -------------------------------------------------------------
-
-_data_options = _options(_key_file, _vk_file, _key_slot, _header)
-
-
-@contextlib.contextmanager
-def _open_volume(image, *, key_file, keyfile_offset, keyfile_size, volume_key_file,
-                 key_slot, header, writable, integrity_journal=True) -> Iterator[luks.LuksDevice]:
-    data = _open_file(image, write=writable)
-    try:
-        with _secrets() as secrets:
-            if volume_key_file is not None:
-                with _header_volume(image, header, write=False) as vol:
-                    nbytes = _key_bytes(vol)
-                vk = _volume_key(volume_key_file, nbytes)
-                secrets.held.append(vk)
-                cred = {"volume_key": vk}
-            else:
-                cred = {"passphrase": secrets.get(key_file, keyfile_offset, keyfile_size,
-                                                  f"Enter passphrase for {image}: ")}
-            hdr = _open_file(header, write=False) if header is not None else None
-            try:
-                vol = luks.open(data, header=hdr, keyslot=key_slot, writable=writable,
-                                integrity_journal=integrity_journal, **cred)
-            finally:
-                if hdr is not None:
-                    hdr.close()
-    except BaseException:
-        data.close()
-        raise
-    try:
-        yield vol
-    finally:
-        try:
-            vol.close()
-        finally:
-            data.close()
-
-
-@contextlib.contextmanager
-def _quiet_crypt_log() -> Iterator[None]:
-    """The crypt target logs each failed request; export reports each bad sector itself,
-    once, so those lines are held back here."""
-    logger = logging.getLogger("dmkit.crypt")
-    old = logger.level
-    logger.setLevel(logging.CRITICAL)
-    try:
-        yield
-    finally:
-        logger.setLevel(old)
-
-
-@luks_group.command("export")
-@click.argument("image", metavar="IMAGE")
-@click.argument("out", metavar="OUT", type=click.Path(dir_okay=False, allow_dash=True))
-@_data_options
-@click.option("--zero-on-error", is_flag=True,
-              help="Write zeros for sectors that fail authentication (listed on stderr) "
-                   "instead of stopping.")
-@click.option("--json", "as_json", is_flag=True,
-              help='Print {"bytes": N, "bad_sectors": [...], "seconds": S} (on stderr when '
-                   'OUT is -).')
-def export_cmd(image, out, zero_on_error, as_json, **opts):
-    """Copy the decrypted data of IMAGE into OUT (a path, or - for stdout).
-
-    IMAGE is opened read-only.  With integrity, a sector that fails authentication stops
-    the export with its sector named (an existing OUT is left as it was), unless
-    --zero-on-error.  Sectors are 512-byte units from the start of the volume.
-    """
-    t0 = time.monotonic()
-    _refuse_same_file(out, image, opts.get("header"))
-    with _open_volume(image, writable=False, **opts) as vol, _quiet_crypt_log():
-        dev = vol.device
-        if out == STDIO:
-            stream = sys.stdout.buffer
-            if stream.isatty():
-                raise click.UsageError("refusing to write binary data to a terminal: "
-                                       "redirect stdout or give OUT a path")
-            bad = _copy_out(vol, stream, zero_on_error, image)
-            stream.flush()
-        else:
-            with _output_file(out, dev) as f:
-                bad = _copy_out(vol, f, zero_on_error, image)
-        nbytes = dev.size_bytes
-    if bad:
-        shown = ", ".join(map(str, bad[:50])) + (f", ... ({len(bad)} in all)"
-                                                 if len(bad) > 50 else "")
-        click.echo(f"dmkit: {image}: zero-filled {len(bad)} sector(s) that failed "
-                   f"authentication, at sectors: {shown}", err=True)
-    if as_json:
-        emit_json({"bytes": nbytes, "bad_sectors": bad,
-                   "seconds": round(time.monotonic() - t0, 6)}, err=out == STDIO)
-
-
-def _refuse_same_file(path: str, *devices: str | None) -> None:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return
-    for d in devices:
-        if d is None:
-            continue
-        try:
-            ds = os.stat(d)
-        except OSError:
-            continue
-        if (st.st_dev, st.st_ino) == (ds.st_dev, ds.st_ino) or \
-                (st.st_rdev and st.st_rdev == ds.st_rdev):
-            raise DeviceError(f"{path}: this is {d}, which the volume uses; refusing to "
-                              "overwrite it", errno=_errno.EBUSY)
-
-
-def _copy_out(vol: luks.LuksDevice, f: BinaryIO, zero_on_error: bool, image: str
-              ) -> list[int]:
-    bar = progress(vol.size_bytes, "export")
-    try:
-        return vol.export(f, zero_on_error=zero_on_error,
-                          progress=lambda done, total, n: bar.update(n))
-    except IntegrityError as e:
-        raise AuthenticationFailed(
-            f"{image}: sector {e.sector} failed authentication (INTEGRITY AEAD ERROR); "
-            "export stopped (--zero-on-error writes zeros for such sectors and lists "
-            "them)") from None
-    finally:
-        bar.close()
-
-
-@luks_group.command("import")
-@click.argument("image", metavar="IMAGE")
-@click.argument("input_path", metavar="IN", type=click.Path(dir_okay=False, allow_dash=True))
-@_data_options
-@click.option("--integrity-no-journal", is_flag=True,
-              help="Write without the dm-integrity journal (faster; a crash can leave "
-                   "sectors failing authentication).")
-@click.option("--json", "as_json", is_flag=True, help='Print {"bytes": N, "seconds": S}.')
-def import_cmd(image, input_path, integrity_no_journal, as_json, **opts):
-    """Write IN (a path, or - for stdin) into the volume on IMAGE from its first sector.
-
-    The data is encrypted (and authenticated) as the kernel would write it.  IN may be
-    shorter than the volume, not longer: that is refused before anything is written.
-    """
-    if input_path == STDIO and opts.get("key_file") == STDIO:
-        raise click.UsageError("IN and --key-file cannot both be stdin")
-    if input_path == STDIO and opts.get("key_file") is None and \
-            opts.get("volume_key_file") is None and not _stdin_is_tty():
-        raise click.UsageError("IN is stdin: give the passphrase with --key-file")
-    _refuse_same_file(input_path, image, opts.get("header"))
-    t0 = time.monotonic()
-    with _open_volume(image, writable=True, integrity_journal=not integrity_no_journal,
-                      **opts) as vol:
-        dev = vol.device
-        with _input_file(input_path, dev) as (f, size):
-            _copy_in(dev, f, size, "<stdin>" if input_path == STDIO else input_path)
-            dev.flush()
-    if as_json:
-        emit_json({"bytes": size, "seconds": round(time.monotonic() - t0, 6)})
+luks_group.add_command(export_cmd)
+luks_group.add_command(import_cmd)
