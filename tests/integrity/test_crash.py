@@ -25,10 +25,12 @@ from dmkit.block.bio import REQ_FUA
 from dmkit.dm import DeviceResolver, MappedDevice
 from dmkit.errors import IntegrityError
 from dmkit.targets.integrity import IntegrityReader
+from dmkit.targets.integrity.jcrypt import JournalCipher
 from dmkit.targets.integrity.target import IntegrityTarget
 
 N_POINTS = int(os.environ.get("DMKIT_CRASH_POINTS", "60"))
 KEY = "c3" * 32
+JKEY = "5a" * 16 + "a5" * 16
 
 CASES = {
     # name: (options, with a metadata device, block size, reader algorithm, key)
@@ -40,7 +42,31 @@ CASES = {
                   False, 4096, "sha256", None),
     "hmac-meta": (f"internal_hash:hmac(sha256):{KEY} fix_hmac meta_device:meta "
                   "journal_sectors:530", True, 512, "hmac(sha256)", bytes.fromhex(KEY)),
+    # journal_crypt, each scheme: stream ciphers (XOR pad, encrypted commit ids) and block
+    # ciphers (per-section IVs), with and without a journal MAC
+    "ctr-crc32c": (f"internal_hash:crc32c journal_sectors:900 fix_padding interleave_sectors:256 "
+                   f"journal_crypt:ctr(aes):{JKEY}", False, 512, "crc32c", None),
+    "chacha-4k": (f"internal_hash:sha256 block_size:4096 journal_sectors:800 fix_padding "
+                  f"journal_crypt:chacha20:{JKEY}", False, 4096, "sha256", None),
+    "cbc-jmac-meta": (f"internal_hash:hmac(sha256):{KEY} fix_hmac meta_device:meta "
+                      f"journal_sectors:530 journal_crypt:cbc(aes):{JKEY[:32]} "
+                      f"journal_mac:hmac(sha256):{JKEY}", True, 512, "hmac(sha256)",
+                      bytes.fromhex(KEY)),
+    "xts-crc32c": (f"internal_hash:crc32c journal_sectors:900 fix_padding interleave_sectors:256 "
+                   f"journal_crypt:xts(aes):{JKEY}{KEY}", False, 512, "crc32c", None),
 }
+J_CASES = sorted(CASES)
+
+
+def reader_journal_options(opts: str) -> dict:
+    """The reader's arguments for the journal_crypt word of a table."""
+    out = {}
+    for w in opts.split():
+        name, _, value = w.partition(":")
+        alg, _, key = value.rpartition(":")
+        if name == "journal_crypt":
+            out["journal_crypt"] = JournalCipher(alg, bytes.fromhex(key))
+    return out
 
 
 class Run:
@@ -51,6 +77,7 @@ class Run:
         """``after``: (an earlier run, one of its crash images): start from that crash (the
         load replays it, and the replay itself is recorded) instead of a fresh device."""
         opts, with_meta, bs, self.alg, self.key = CASES[case]
+        self.journal_opts = reader_journal_options(opts)
         self.mode, self.bs, self.spb = mode, bs, bs // 512
         words = opts.split() + ["sectors_per_bit:32", "journal_watermark:60",
                                 "commit_time:2000", "bitmap_flush_interval:1500"]
@@ -128,7 +155,7 @@ def blocks(data: bytes, bs: int):
     return [data[k * bs:(k + 1) * bs] for k in range(len(data) // bs)]
 
 
-@pytest.mark.parametrize("case", sorted(CASES))
+@pytest.mark.parametrize("case", J_CASES)
 def test_journal_mode_survives_every_crash(case):
     run = Run("J", case, seed=11)
     checked = 0
@@ -138,7 +165,8 @@ def test_journal_mode_survives_every_crash(case):
             meta_img = crash.images.get("meta")
             r = IntegrityReader(MemoryDevice(initial=data_img),
                                 MemoryDevice(initial=meta_img) if meta_img else None,
-                                internal_hash=run.alg, key=run.key, replay_journal=True)
+                                internal_hash=run.alg, key=run.key, replay_journal=True,
+                                **run.journal_opts)
             via_reader = r.read(0, run.n)
         else:
             via_reader = None
@@ -154,23 +182,24 @@ def test_journal_mode_survives_every_crash(case):
     assert checked == len(run.points(N_POINTS)) * len(KINDS)
 
 
-def test_journal_mode_survives_a_crash_after_a_replay():
+@pytest.mark.parametrize("case", ["crc32c-512", "ctr-crc32c", "xts-crc32c"])
+def test_journal_mode_survives_a_crash_after_a_replay(case):
     """Crash, load (the replay continues the journal, as the kernel does, without clearing
     it), write more, crash again -- also during that replay: old sections left in the
     journal are replayed first and newer ones after, so every block is still old or new."""
-    first = Run("J", "crc32c-512", seed=31, nops=40)
+    first = Run("J", case, seed=31, nops=40)
     crashes = [c for c in crash_images(first.rec, first.points(12, seed=3), kinds=("prefix",),
                                        seed=4)]
     # take crash images that leave committed blocks in the journal
     picked = []
     for crash in crashes:
         r = IntegrityReader(MemoryDevice(initial=crash.images["disk"]), internal_hash="crc32c",
-                            replay_journal=True)
+                            replay_journal=True, **first.journal_opts)
         if r.replayed_sectors:
             picked.append(crash)
     assert picked, "some crash points should leave a journal to replay"
     for k, crash in enumerate(picked[:3]):
-        run = Run("J", "crc32c-512", seed=40 + k, nops=40, after=(first, crash))
+        run = Run("J", case, seed=40 + k, nops=40, after=(first, crash))
         for again in crash_images(run.rec, run.points(max(N_POINTS // 3, 10)), seed=k):
             dev, _ = run.load(again)
             data = dev.read(0, run.n)

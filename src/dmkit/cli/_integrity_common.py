@@ -1,6 +1,6 @@
 """Shared pieces of the ``dmkit integrity`` commands: errors and exit statuses, algorithm
 names, key files, opening DEV and --data-device, the options that say how to read a
-device, and the verified reader (with an encrypted journal decrypted for its replay).
+device and its journal (encryption, MAC), and the verified reader.
 
 Exit statuses: :class:`InputError` is bad input (2, like a usage error),
 :class:`VerificationFailed` a verification failure (1).  Keys are read from files into
@@ -17,16 +17,16 @@ from typing import Iterator
 
 import click
 
-from ..block import SECTOR_SHIFT, Bio, BioOp, BlockDevice, FileDevice
-from ..errors import DeviceError, DmkitError, FormatError, IntegrityError, InvalidBioError
-from ..targets.integrity import IntegrityReader, JournalStatus, read_superblock
-from ..targets.integrity.format import JournalCipher, decrypt_journal
-from ..targets.integrity.geometry import Geometry
+from ..block import FileDevice
+from ..errors import DeviceError, DmkitError, FormatError, IntegrityError
+from ..targets.integrity import IntegrityReader, JournalStatus
+from ..targets.integrity.jcrypt import JournalCipher
 from ..targets.integrity.tags import algorithm, kernel_name
 
 __all__ = ["MAX_KEY_SIZE", "InputError", "VerificationFailed", "bad_input", "cryptsetup_name",
            "algorithm_name", "read_key", "open_devices", "same_file", "positive",
-           "alg_options", "journal_crypt_options", "make_reader", "quiet_integrity_log"]
+           "alg_options", "journal_crypt_options", "journal_integrity_options", "journal_keys",
+           "make_reader", "quiet_integrity_log"]
 
 log = logging.getLogger("dmkit.cli")
 
@@ -172,79 +172,78 @@ def alg_options(f):
 
 
 def journal_crypt_options(f):
-    """verify/export: the journal encryption, to replay an encrypted journal."""
+    """The journal's encryption: verify/export replay an encrypted journal with it,
+    import writes one."""
     for o in reversed([
         click.option("--journal-crypt", metavar="ALG",
                      help="The journal's encryption (ctr-aes, chacha20, cbc-aes, xts-aes), "
-                          "so that writes still in it can be replayed."),
-        click.option("--journal-crypt-key-file", metavar="FILE"),
+                          "as given to format."),
+        click.option("--journal-crypt-key-file", metavar="FILE",
+                     help="Key of the journal's encryption, read from FILE."),
         click.option("--journal-crypt-key-size", type=int, metavar="BYTES"),
     ]):
         f = o(f)
     return f
 
 
-class _PlainJournalView(BlockDevice):
-    """A read-only view of ``dev`` whose journal area reads as its decrypted content (with
-    the default commit ids), for the reader's replay; every other sector is ``dev``'s."""
-
-    def __init__(self, dev: BlockDevice, first_sector: int, plain: bytes):
-        self.dev = dev
-        self.name = dev.name
-        self.nr_sectors = dev.nr_sectors
-        self.limits = dev.limits
-        self.read_only = True
-        self._lo = first_sector
-        self._hi = first_sector + (len(plain) >> SECTOR_SHIFT)
-        self._plain = plain
-
-    def _submit(self, bio: Bio) -> None:
-        if bio.op is BioOp.FLUSH:
-            return
-        if bio.op is not BioOp.READ:
-            raise InvalidBioError(f"{self.name}: read-only view")
-        self.dev.submit(bio)
-        a, b = max(bio.sector, self._lo), min(bio.sector + bio.nr_sectors, self._hi)
-        if a < b:
-            bio.data[(a - bio.sector) << SECTOR_SHIFT:(b - bio.sector) << SECTOR_SHIFT] = \
-                self._plain[(a - self._lo) << SECTOR_SHIFT:(b - self._lo) << SECTOR_SHIFT]
+def journal_integrity_options(f):
+    """The journal MAC (``journal_mac``) DEV was formatted with."""
+    for o in reversed([
+        click.option("--journal-integrity", metavar="ALG",
+                     help="The journal MAC DEV was formatted with (needed when it has one)."),
+        click.option("--journal-integrity-key-file", metavar="FILE",
+                     help="Key of the journal MAC, read from FILE."),
+        click.option("--journal-integrity-key-size", type=int, metavar="BYTES"),
+    ]):
+        f = o(f)
+    return f
 
 
-def _decrypted_journal_devices(data_dev, meta_dev, name, key, buffer_sectors):
-    md = meta_dev or data_dev
-    sb = read_superblock(md)
-    geo = Geometry.from_superblock(sb, data_dev.nr_sectors,
-                                   meta_dev.nr_sectors if meta_dev is not None else None,
-                                   buffer_sectors=buffer_sectors, device=md.name)
-    plain = decrypt_journal(md.read(geo.journal_start_sector, geo.journal_sectors), geo,
-                            JournalCipher(name, key))
-    view = _PlainJournalView(md, geo.journal_start_sector, plain)
-    return (view, None) if meta_dev is None else (data_dev, view)
-
-
-def make_reader(data_dev, meta_dev, *, integrity_alg, integrity_key_file, integrity_key_size,
-                tag_size, sector_size, buffer_sectors, allow_discards, journal_crypt=None,
-                journal_crypt_key_file=None, journal_crypt_key_size=None,
-                **_) -> IntegrityReader:
-    """The verified reader the options describe, journal replayed in memory."""
-    alg = algorithm_name(integrity_alg)
-    key = read_key(integrity_key_file, integrity_key_size, "--integrity-key")
+def journal_keys(journal_crypt=None, journal_crypt_key_file=None, journal_crypt_key_size=None,
+                 journal_integrity=None, journal_integrity_key_file=None,
+                 journal_integrity_key_size=None, **_):
+    """(JournalCipher or None, journal MAC algorithm or None, its key or None) from the
+    options, checked before any device is touched."""
     jkey = read_key(journal_crypt_key_file, journal_crypt_key_size, "--journal-crypt-key")
     if (journal_crypt is None) != (jkey is None):
         raise InputError("--journal-crypt and --journal-crypt-key-file go together")
+    cipher = None
+    if journal_crypt is not None:
+        try:
+            cipher = JournalCipher(journal_crypt, jkey)
+        except ValueError as e:
+            raise InputError(f"--journal-crypt: {e}") from None
+    jmac = algorithm_name(journal_integrity) if journal_integrity else None
+    jmac_key = read_key(journal_integrity_key_file, journal_integrity_key_size,
+                        "--journal-integrity-key")
+    if jmac is None and jmac_key is not None:
+        raise InputError("--journal-integrity-key-file needs --journal-integrity")
+    if jmac is not None:
+        try:
+            algorithm(jmac).check_key(jmac_key)
+        except ValueError as e:
+            raise InputError(f"--journal-integrity: {e}") from None
+    return cipher, jmac, jmac_key
+
+
+def make_reader(data_dev, meta_dev, *, integrity_alg, integrity_key_file, integrity_key_size,
+                tag_size, sector_size, buffer_sectors, allow_discards,
+                **journal_opts) -> IntegrityReader:
+    """The verified reader the options describe, journal replayed in memory (decrypted
+    with --journal-crypt)."""
+    alg = algorithm_name(integrity_alg)
+    key = read_key(integrity_key_file, integrity_key_size, "--integrity-key")
+    cipher, _, _ = journal_keys(**journal_opts)
     name = (meta_dev or data_dev).name
     with bad_input():
-        if journal_crypt is not None:
-            data_dev, meta_dev = _decrypted_journal_devices(data_dev, meta_dev, journal_crypt,
-                                                            jkey, buffer_sectors)
         reader = IntegrityReader(data_dev, meta_dev, internal_hash=alg, key=key,
                                  tag_size=tag_size, block_size=sector_size,
                                  buffer_sectors=buffer_sectors, allow_discards=allow_discards,
-                                 replay_journal=True, name=name)
+                                 replay_journal=True, name=name, journal_crypt=cipher)
     if reader.journal.status is JournalStatus.UNREADABLE:
         log.warning("%s: the journal does not read as a plain journal (%s); writes still "
                     "in it, if any, are not applied%s", name, reader.journal.message,
-                    "" if journal_crypt else " (encrypted? give --journal-crypt and its key)")
+                    "" if cipher else " (encrypted? give --journal-crypt and its key)")
     return reader
 
 

@@ -3,8 +3,9 @@ copied out, data written in through dmkit's integrity target.
 
 verify and export open the devices read-only and replay a journal in memory (an encrypted
 one with ``--journal-crypt``); the image is never changed.  import builds the kernel's
-table line for DEV's superblock and writes through :class:`IntegrityTarget`, then flushes
-and closes it as the kernel closes a device (journal written home, bitmap clean).
+table line for DEV's superblock (with the journal's encryption and MAC when given) and
+writes through :class:`IntegrityTarget`, then flushes and closes it as the kernel closes a
+device (journal written home, bitmap clean).
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ from ._integrity_common import (
     algorithm_name,
     bad_input,
     journal_crypt_options,
+    journal_integrity_options,
+    journal_keys,
     make_reader,
     open_devices,
     quiet_integrity_log,
@@ -286,17 +289,14 @@ _MODES = {"journal": "J", "bitmap": "B", "direct": "D"}
 @click.argument("dev", metavar="DEV")
 @click.argument("input_path", metavar="IN", type=click.Path(dir_okay=False, allow_dash=True))
 @alg_options
-@click.option("--journal-integrity", metavar="ALG",
-              help="The journal MAC DEV was formatted with (needed when it has one).")
-@click.option("--journal-integrity-key-file", metavar="FILE")
-@click.option("--journal-integrity-key-size", type=int, metavar="BYTES")
+@journal_crypt_options
+@journal_integrity_options
 @click.option("--mode", type=click.Choice(sorted(_MODES)), default="journal",
               show_default=True,
               help="How the target writes: through the journal, with the dirty bitmap, or "
                    "directly.")
 @click.option("--json", "as_json", is_flag=True, help='Print {"bytes": N, "seconds": S}.')
 def import_cmd(dev: str, input_path: str, data_device: str | None, mode: str,
-               journal_integrity, journal_integrity_key_file, journal_integrity_key_size,
                as_json: bool, **opts):
     """Write IN (a path, or - for stdin) into the formatted device DEV from sector 0.
 
@@ -308,23 +308,25 @@ def import_cmd(dev: str, input_path: str, data_device: str | None, mode: str,
     """
     alg = algorithm_name(opts["integrity_alg"])
     key = read_key(opts["integrity_key_file"], opts["integrity_key_size"], "--integrity-key")
-    jmac = algorithm_name(journal_integrity) if journal_integrity else None
-    jmac_key = read_key(journal_integrity_key_file, journal_integrity_key_size,
-                         "--journal-integrity-key")
+    cipher, jmac, jmac_key = journal_keys(**opts)
     with bad_input():
         algorithm(alg).check_key(key)
-        if jmac is not None:
-            algorithm(jmac).check_key(jmac_key)
+    if cipher is not None and mode == "bitmap":
+        raise InputError("--journal-crypt cannot be used with --mode bitmap (the journal "
+                         "area holds the bitmap, which is not encrypted)")
     with open_devices(dev, data_device, write=False) as (data_dev, meta_dev), bad_input():
         sb = read_superblock(meta_dev or data_dev)
-        # the geometry check (a truncated image) before any write
+        if sb.has(SbFlags.HAVE_JOURNAL_MAC) != (jmac is not None):
+            raise InputError(f"{dev}: the superblock {'has' if jmac is None else 'has no'} "
+                             "a journal MAC: " + ("give --journal-integrity and its key"
+                                                  if jmac is None
+                                                  else "drop --journal-integrity"))
+        # the geometry check (a truncated image) and a journal the target would have to
+        # replay, before any write
         IntegrityReader(data_dev, meta_dev, internal_hash=alg, key=key,
                         tag_size=opts["tag_size"], block_size=opts["sector_size"],
-                        buffer_sectors=opts["buffer_sectors"], replay_journal=True)
-    if sb.has(SbFlags.HAVE_JOURNAL_MAC) != (jmac is not None):
-        raise InputError(f"{dev}: the superblock {'has' if jmac is None else 'has no'} a "
-                         "journal MAC: " + ("give --journal-integrity and its key"
-                                            if jmac is None else "drop --journal-integrity"))
+                        buffer_sectors=opts["buffer_sectors"], replay_journal=True,
+                        journal_crypt=cipher)
     args = [data_device or dev, "0", str(sb.integrity_tag_size), _MODES[mode]]
     optional = [f"buffer_sectors:{opts['buffer_sectors']}"]
     if data_device is not None:
@@ -338,6 +340,8 @@ def import_cmd(dev: str, input_path: str, data_device: str | None, mode: str,
     if sb.has(SbFlags.FIXED_HMAC):
         optional.append("fix_hmac")
     optional.append(f"internal_hash:{alg}" + (f":{key.hex()}" if key else ""))
+    if cipher is not None:
+        optional.append(f"journal_crypt:{cipher.name}:{cipher.key_hex()}")
     if jmac is not None:
         optional.append(f"journal_mac:{jmac}" + (f":{jmac_key.hex()}" if jmac_key else ""))
     args += [str(len(optional)), *optional]

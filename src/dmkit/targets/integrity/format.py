@@ -41,6 +41,7 @@ import numpy as np
 from ...block import SECTOR_SHIFT, BlockDevice, write_bytes
 from ...errors import FormatError
 from .geometry import DEFAULT_BUFFER_SECTORS, Geometry, format_superblock
+from .jcrypt import JournalCipher
 from .layout import (
     COMMIT_IDS,
     JOURNAL_BLOCK_SECTORS,
@@ -70,7 +71,6 @@ __all__ = [
 
 #: data sectors zeroed (and tags written) per request while wiping
 WIPE_CHUNK_SECTORS = 16384
-_PAGE_SIZE = 4096  # the kernel's journal lives in pages; the stream-cipher pad is per page
 _LE64 = struct.Struct("<Q")
 
 
@@ -109,82 +109,6 @@ class FormatParams:
     @property
     def effective_tag_size(self) -> int:
         return self.tag_size or default_tag_size(self.internal_hash)
-
-
-# -- journal encryption --------------------------------------------------------------------
-
-def _cipher_kernel_name(name: str) -> str:
-    """cryptsetup's ``mode-cipher`` (``ctr-aes``) as the kernel's ``mode(cipher)``."""
-    n = name.strip().lower()
-    if "(" not in n and "-" in n:
-        mode, _, cipher = n.partition("-")
-        return f"{mode}({cipher})"
-    return n
-
-
-class JournalCipher:
-    """``journal_crypt``: how the kernel encrypts the journal (``create_journal``).
-
-    A stream cipher (block size 1: ``ctr(aes)``, ``chacha20``) is run once over zeros as
-    long as the journal's pages plus the four commit ids, with a zero IV; the journal is
-    XORed with that pad and the commit ids are the encrypted ones.  A block cipher
-    (``cbc(aes)``, ``xts(aes)``) encrypts each section on its own, with an IV made by
-    encrypting the section number (little-endian u32, zero-padded) under a zero IV; the
-    commit ids stay the defaults.
-    """
-
-    STREAM = ("ctr(aes)", "chacha20")
-    BLOCK = ("cbc(aes)", "xts(aes)")
-
-    def __init__(self, name: str, key: bytes):
-        self.name = _cipher_kernel_name(name)
-        if self.name not in self.STREAM + self.BLOCK:
-            raise ValueError(f"journal encryption {name!r} is not supported (supported: "
-                             f"{', '.join(self.STREAM + self.BLOCK)})")
-        sizes = (64, 32) if self.name == "xts(aes)" else \
-            (32,) if self.name == "chacha20" else (16, 24, 32)
-        if len(key) not in sizes:
-            raise ValueError(f"journal encryption {self.name}: key of {len(key)} bytes, "
-                             f"expected {'/'.join(map(str, sorted(sizes)))}")
-        self._key = bytes(key)
-        self.stream = self.name in self.STREAM
-
-    def _cipher(self, iv: bytes):
-        from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-        if self.name == "chacha20":
-            return Cipher(algorithms.ChaCha20(self._key, iv), mode=None)
-        mode = {"ctr(aes)": modes.CTR, "cbc(aes)": modes.CBC, "xts(aes)": modes.XTS}[self.name]
-        return Cipher(algorithms.AES(self._key), mode(iv))
-
-    def pad_and_commit_ids(self, journal_pages: int) -> tuple[bytes, tuple[int, ...]]:
-        """Stream ciphers: the XOR pad of the journal and the encrypted commit ids."""
-        ids = b"".join(_LE64.pack(c) for c in COMMIT_IDS)
-        enc = self._cipher(bytes(16)).encryptor()
-        out = enc.update(bytes(journal_pages * _PAGE_SIZE) + ids) + enc.finalize()
-        pad = out[:journal_pages * _PAGE_SIZE]
-        commit = [_LE64.unpack_from(out, journal_pages * _PAGE_SIZE + 8 * i)[0]
-                  for i in range(N_COMMIT_IDS)]
-        for i in range(N_COMMIT_IDS):  # create_journal's retest_commit_id
-            while commit[i] in commit[:i]:
-                commit[i] = (commit[i] + 1) & 0xFFFFFFFFFFFFFFFF
-        return pad, tuple(commit)
-
-    def section_iv(self, section: int) -> bytes:
-        """Block ciphers: the IV of journal section ``section``."""
-        data = struct.pack("<I", section) + bytes(12)
-        enc = self._cipher(bytes(16)).encryptor()
-        return (enc.update(data) + enc.finalize())[:16]
-
-    def encrypt_section(self, plain: bytes, section: int) -> bytes:
-        enc = self._cipher(self.section_iv(section)).encryptor()
-        return enc.update(plain) + enc.finalize()
-
-    def decrypt_section(self, data: bytes, section: int) -> bytes:
-        dec = self._cipher(self.section_iv(section)).decryptor()
-        return dec.update(data) + dec.finalize()
-
-    def __repr__(self) -> str:
-        return f"JournalCipher({self.name!r})"
 
 
 # -- the empty journal ----------------------------------------------------------------------
@@ -228,23 +152,13 @@ def _recode_commit_ids(buf: bytes, jg, src, dst) -> bytes:
     return arr.tobytes()
 
 
-def _journal_pages(jg) -> int:
-    return -(-jg.total_sectors // (_PAGE_SIZE >> SECTOR_SHIFT))
-
-
 def encrypt_journal(plain, geometry: Geometry, cipher: JournalCipher) -> bytes:
     """A plain journal area (default commit ids, section MACs already in place) as the
     kernel writes it with ``journal_crypt``: the inverse of :func:`decrypt_journal`."""
     jg = geometry.journal
     plain = bytes(memoryview(plain).cast("B")[:jg.total_sectors << SECTOR_SHIFT])
-    if cipher.stream:
-        pad, ids = cipher.pad_and_commit_ids(_journal_pages(jg))
-        recoded = _recode_commit_ids(plain, jg, COMMIT_IDS, ids)
-        return (np.frombuffer(recoded, dtype=np.uint8)
-                ^ np.frombuffer(pad, dtype=np.uint8)[:len(recoded)]).tobytes()
-    step = jg.section_sectors << SECTOR_SHIFT
-    return b"".join(cipher.encrypt_section(plain[i * step:(i + 1) * step], i)
-                    for i in range(jg.journal_sections))
+    crypt = cipher.bind(jg)
+    return crypt.encrypt(_recode_commit_ids(plain, jg, COMMIT_IDS, crypt.commit_ids), 0)
 
 
 def decrypt_journal(raw, geometry: Geometry, cipher: JournalCipher) -> bytes:
@@ -253,15 +167,10 @@ def decrypt_journal(raw, geometry: Geometry, cipher: JournalCipher) -> bytes:
     none is left alone), so that :func:`~.journal.scan_journal` reads it as a plain journal.
     The section MACs are not checked."""
     jg = geometry.journal
-    raw = bytes(memoryview(raw).cast("B")[:jg.total_sectors << SECTOR_SHIFT])
-    if cipher.stream:
-        pad, ids = cipher.pad_and_commit_ids(_journal_pages(jg))
-        plain = (np.frombuffer(raw, dtype=np.uint8)
-                 ^ np.frombuffer(pad, dtype=np.uint8)[:len(raw)]).tobytes()
-        return _recode_commit_ids(plain, jg, ids, COMMIT_IDS)
-    step = jg.section_sectors << SECTOR_SHIFT
-    return b"".join(cipher.decrypt_section(raw[i * step:(i + 1) * step], i)
-                    for i in range(jg.journal_sections))
+    buf = bytearray(memoryview(raw).cast("B")[:jg.total_sectors << SECTOR_SHIFT])
+    crypt = cipher.bind(jg)
+    crypt.decrypt_into(buf)
+    return _recode_commit_ids(bytes(buf), jg, crypt.commit_ids, COMMIT_IDS)
 
 
 def empty_journal(geometry: Geometry, *, journal_mac: str | None = None,

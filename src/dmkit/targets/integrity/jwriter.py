@@ -4,8 +4,13 @@ Upstream (``drivers/md/dm-integrity.c``, Linux 6.1): ``dm_integrity_map_continue
 ``__journal_read_write`` (allocating entries and copying blocks in), ``pad_uncommitted``
 and ``integrity_commit`` (commit ids, ``write_journal`` with FUA), ``integrity_writer``
 and ``do_journal_write`` (copying committed blocks home), ``init_journal``,
-``section_mac``/``rw_section_mac`` (journal_mac).  The replay decision is
+``section_mac``/``rw_section_mac`` (journal_mac), ``write_journal`` and
+``encrypt_journal`` (journal_crypt: :mod:`.jcrypt`).  The replay decision is
 :func:`.journal.scan_journal`'s.
+
+As in the kernel, the journal in memory is plain text, with the commit ids of the journal
+cipher (the defaults without one); sections are MACed in plain text and encrypted only on
+their way to the disk, and the journal read back is decrypted as a whole.
 
 The kernel's state, with its names: entries are allocated from ``free_section`` /
 ``free_section_entry`` (``free_sectors`` entries are free in all); sections from
@@ -38,6 +43,7 @@ from .layout import (
     JOURNAL_SECTOR_DATA,
     N_COMMIT_IDS,
 )
+from .jcrypt import JournalCrypt
 from .tags import TagAlgorithm
 
 __all__ = ["JournalWriter", "JournalMac", "next_commit_seq", "prev_commit_seq"]
@@ -91,13 +97,14 @@ class JournalWriter:
     """The journal area of one open target (``geometry.journal``), kept whole in memory."""
 
     def __init__(self, meta_dev: BlockDevice, geometry: Geometry, *,
-                 mac: JournalMac | None = None, commit_ids=COMMIT_IDS):
+                 mac: JournalMac | None = None, crypt: JournalCrypt | None = None):
         jg = geometry.journal
         self.dev = meta_dev
         self.geometry = geometry
         self.jg = jg
         self.mac = mac
-        self.commit_ids = tuple(commit_ids)
+        self.crypt = crypt
+        self.commit_ids = tuple(crypt.commit_ids if crypt is not None else COMMIT_IDS)
         self.first_sector = geometry.journal_start_sector
         self.n_sections = jg.journal_sections
         self.section_entries = jg.section_entries
@@ -144,8 +151,12 @@ class JournalWriter:
         return self.n_uncommitted_sections > 0 or self.free_section_entry > 0
 
     # -- disk ---------------------------------------------------------------------------------
-    def read_from_disk(self) -> None:
+    def read_from_disk(self, *, decrypt: bool = True) -> None:
+        """The journal area into memory, decrypted (``decrypt=False``: as it is on disk,
+        for a bitmap kept there)."""
         self.dev.submit(Bio.read(self.first_sector, self.mem))
+        if decrypt and self.crypt is not None:
+            self.crypt.decrypt_into(self.mem)
 
     def init_sections(self, start: int, n: int, seq: int) -> None:
         """``init_journal``: sections ``start..start+n`` (wrapping) become empty, stamped with
@@ -194,7 +205,8 @@ class JournalWriter:
         return None
 
     def write_sections(self, start: int, n: int) -> None:
-        """``write_journal``: MACs, then one FUA write (two when the range wraps)."""
+        """``write_journal``: MACs, encryption, then one FUA write (two when the range
+        wraps)."""
         for k in range(n):
             self._write_macs((start + k) % self.n_sections)
         if start + n <= self.n_sections:
@@ -207,7 +219,10 @@ class JournalWriter:
     def _write(self, start: int, n: int) -> None:
         a, b = start * self.section_bytes, (start + n) * self.section_bytes
         sector = self.first_sector + (a >> SECTOR_SHIFT)
-        self.dev.submit(Bio.write(sector, memoryview(self.mem)[a:b], _FUA))
+        data = memoryview(self.mem)[a:b]
+        if self.crypt is not None:
+            data = self.crypt.encrypt(data, start)
+        self.dev.submit(Bio.write(sector, data, _FUA))
 
     # -- adding blocks --------------------------------------------------------------------
     def add(self, logical_sector: int, data, tags) -> int:

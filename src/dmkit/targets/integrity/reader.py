@@ -14,10 +14,13 @@ checking each entry's tag, and leaves the image untouched.  A dirty bitmap (bitm
 closed cleanly) and a recalculation in progress leave some tags stale; reads there fail with
 an IntegrityError that says why (the kernel would return such blocks unchecked).
 
+An encrypted journal (``journal_crypt``) is decrypted in memory before it is read, given
+its :class:`~.jcrypt.JournalCipher`.
+
 What a table line gives and the superblock does not record must be given again here: the
-algorithm and key (``internal_hash``), the separate metadata device, the reserved
-``start_sector``, ``buffer_sectors`` (it matters only for old-padding layouts) and
-``allow_discards``.
+algorithm and key (``internal_hash``), the journal's cipher, the separate metadata
+device, the reserved ``start_sector``, ``buffer_sectors`` (it matters only for old-padding
+layouts) and ``allow_discards``.
 """
 
 from __future__ import annotations
@@ -35,7 +38,8 @@ from .journal import (
     read_journal_area,
     scan_journal,
 )
-from .layout import SB_SECTORS, SbFlags, Superblock
+from .jcrypt import JournalCipher
+from .layout import COMMIT_IDS, SB_SECTORS, SbFlags, Superblock
 from .tags import TagFunction
 
 __all__ = ["IntegrityReader", "read_superblock"]
@@ -68,7 +72,8 @@ class IntegrityReader(BlockDevice):
                  internal_hash: str, key: bytes | None = None, tag_size: int | None = None,
                  block_size: int | None = None, start_sector: int = 0,
                  buffer_sectors: int = DEFAULT_BUFFER_SECTORS, allow_discards: bool = False,
-                 replay_journal: bool = False, name: str | None = None):
+                 replay_journal: bool = False, name: str | None = None,
+                 journal_crypt: JournalCipher | None = None):
         self.data_dev = data_dev
         self.meta_dev = meta_dev if meta_dev is not None else data_dev
         self.name = name or f"integrity({data_dev.name})"
@@ -88,8 +93,13 @@ class IntegrityReader(BlockDevice):
                                   block_size=sb.block_size,
                                   salt=sb.salt if sb.has(SbFlags.FIXED_HMAC) else None)
         self.allow_discards = allow_discards
-        self.journal: JournalScan = scan_journal(read_journal_area(md, self.geometry),
-                                                 self.geometry)
+        raw = read_journal_area(md, self.geometry)
+        commit_ids = COMMIT_IDS
+        if journal_crypt is not None and not sb.has(SbFlags.DIRTY_BITMAP):
+            crypt = journal_crypt.bind(self.geometry.journal)
+            crypt.decrypt_into(raw)
+            commit_ids = crypt.commit_ids
+        self.journal: JournalScan = scan_journal(raw, self.geometry, commit_ids=commit_ids)
         self._overlay: dict[int, tuple[bytes, bytes]] = {}
         self._overlay_keys: list[int] = []
         self._stale: list[tuple[int, int, str]] = []

@@ -31,6 +31,7 @@ from .geometry import (
     compute_provided_data_sectors,
     format_superblock,
 )
+from .jcrypt import JournalCipher
 from .journal import JournalStatus, scan_journal
 from .jwriter import JournalMac, JournalWriter, next_commit_seq, prev_commit_seq
 from .layout import (
@@ -55,8 +56,9 @@ class IntegrityTarget(DataPath, Target):
 
     Options: ``journal_sectors:N interleave_sectors:N buffer_sectors:N
     journal_watermark:N commit_time:N meta_device:DEV block_size:N sectors_per_bit:N
-    bitmap_flush_interval:N internal_hash:ALG[:KEY] journal_mac:ALG[:KEY] recalculate
-    reset_recalculate allow_discards fix_padding fix_hmac legacy_recalculate``, and dmkit's
+    bitmap_flush_interval:N internal_hash:ALG[:KEY] journal_crypt:ALG:KEY
+    journal_mac:ALG[:KEY] recalculate reset_recalculate allow_discards fix_padding fix_hmac
+    legacy_recalculate``, and dmkit's
     ``zero_on_error`` and ``:<size>:<type>:<description>`` keys.
 
     Python-only keyword arguments: ``clock`` (seconds, monotonic; drives commit_time and
@@ -103,8 +105,11 @@ class IntegrityTarget(DataPath, Target):
         return TableError(f"{self.name}: {message}")
 
     def _check_table_rules(self, o: IntegrityOptions) -> None:
-        if o.journal_crypt is not None:
-            raise self._err("journal_crypt is not supported yet by dmkit")
+        if o.journal_crypt is not None and o.mode == "B":
+            # The kernel accepts it but keeps the bitmap in the plain journal buffer and
+            # writes the (stale) encrypted one: the bitmap on disk would be noise.
+            raise self._err("journal_crypt cannot be used in bitmap mode (B): the journal "
+                            "area holds the bitmap there, which the kernel does not encrypt")
         if o.internal_hash is None:
             for flag, what in (("allow_discards", "discards"), ("zero_on_error", "zero_on_error"),
                                ("recalculate", "recalculate")):
@@ -140,12 +145,22 @@ class IntegrityTarget(DataPath, Target):
             raise self._err(f"error setting {what} key: {e}") from None
         return alg, key
 
+    def _journal_cipher(self, spec: AlgSpec) -> JournalCipher:
+        key = self._key(spec, "journal_crypt")
+        try:
+            return JournalCipher(spec.alg, key)
+        except ValueError as e:
+            what = "invalid journal cipher" if "not supported" in str(e) \
+                else "error setting journal_crypt key"
+            raise self._err(f"{what}: {e}") from None
+
     def _load(self, o: IntegrityOptions, rng, max_dirty_tag_bytes: int) -> None:
         hash_alg = hash_key = mac_alg = mac_key = None
         if o.internal_hash is not None:
             hash_alg, hash_key = self._algorithm(o.internal_hash, "internal_hash")
         if o.journal_mac is not None:
             mac_alg, mac_key = self._algorithm(o.journal_mac, "journal_mac")
+        cipher = self._journal_cipher(o.journal_crypt) if o.journal_crypt is not None else None
         tag_size = o.tag_size if o.tag_size is not None else hash_alg.digest_size
         if tag_size > MAX_TAG_SIZE:
             raise self._err(f"tag size {tag_size} is too big (at most {MAX_TAG_SIZE})")
@@ -238,7 +253,8 @@ class IntegrityTarget(DataPath, Target):
                             'you really need it, use the argument "legacy_recalculate"')
         self.tags = TagStore(self.meta_dev, max_dirty_bytes=max_dirty_tag_bytes)
         if o.mode != "R":
-            self.journal = JournalWriter(self.meta_dev, self.geo, mac=self.journal_mac)
+            self.journal = JournalWriter(self.meta_dev, self.geo, mac=self.journal_mac,
+                                         crypt=cipher.bind(jg) if cipher else None)
         if o.mode == "B":
             jmem = memoryview(self.journal.mem)[:self.n_bitmap_blocks * BITMAP_BLOCK_SIZE]
             shift = sb.log2_sectors_per_block + self.log2_blocks_per_bitmap_bit
@@ -269,7 +285,7 @@ class IntegrityTarget(DataPath, Target):
             raise self._err(f"{where}: the device grew; load it read-write once")
         jw = self.journal
         jw.read_from_disk()
-        scan = scan_journal(jw.mem, self.geo)
+        scan = scan_journal(jw.mem, self.geo, commit_ids=jw.commit_ids)
         if scan.status is not JournalStatus.EMPTY:
             raise self._err(f"{where}: journal: {scan.message}; load it read-write to replay "
                             "it, or in mode R")
@@ -427,7 +443,7 @@ class IntegrityTarget(DataPath, Target):
         else:
             shift = self.sb.log2_sectors_per_block + self.sb.log2_blocks_per_bitmap_bit
             jw = self.journal
-            jw.read_from_disk()
+            jw.read_from_disk(decrypt=False)      # a bitmap, not a journal
             bm = SectorBitmap(memoryview(jw.mem)[:self.n_bitmap_blocks * BITMAP_BLOCK_SIZE],
                               shift, self.sb.log2_sectors_per_block)
             clean = same_bpb and bm.all_clear(0, provided)
@@ -452,7 +468,7 @@ class IntegrityTarget(DataPath, Target):
                 geo.superblock, flags=geo.superblock.flags & ~SbFlags.DIRTY_BITMAP))
         where = self.opts.meta_device or self.opts.dev
         try:
-            scan = scan_journal(jw.mem, geo)
+            scan = scan_journal(jw.mem, geo, commit_ids=jw.commit_ids)
         except DmkitError as e:
             raise self._err(f"{where}: journal: {e}") from None
         if scan.status is JournalStatus.UNREADABLE:

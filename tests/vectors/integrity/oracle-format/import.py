@@ -26,7 +26,9 @@ from roundtrip import _MODE_FLAG, dmkit, open_options, pattern  # noqa: E402
 
 _IMPORT_OPTS = {"--integrity": 1, "--integrity-key-file": 1, "--integrity-key-size": 1,
                 "--data-device": 1, "--journal-integrity": 1,
-                "--journal-integrity-key-file": 1, "--journal-integrity-key-size": 1}
+                "--journal-integrity-key-file": 1, "--journal-integrity-key-size": 1,
+                "--journal-crypt": 1, "--journal-crypt-key-file": 1,
+                "--journal-crypt-key-size": 1}
 
 
 def import_options(opts: list[str]) -> list[str]:

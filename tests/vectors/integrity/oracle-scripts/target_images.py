@@ -41,6 +41,7 @@ from dmkit.targets.integrity.target import IntegrityTarget  # noqa: E402
 
 KERNEL_RUN = Path(os.environ.get("KERNEL_RUN", "/work/shared/oracle/kernel-run"))
 KEY32 = hashlib.shake_256(b"dmkit-oracle-key:k32").digest(32).hex()
+KEY64 = hashlib.shake_256(b"dmkit-oracle-key:k64").digest(64).hex()
 
 
 def pattern(start: int, n: int, label: bytes = b"dmkit-fixture") -> bytes:
@@ -49,8 +50,8 @@ def pattern(start: int, n: int, label: bytes = b"dmkit-fixture") -> bytes:
 
 
 def parse_cases(path: Path) -> list[dict]:
-    """``NAME MODE DATA_KIB[,META_KIB] KIND OPTIONS...`` (``KEY32`` in OPTIONS is the test
-    key); KIND is ``clean``, ``crash-journal`` or ``crash-bitmap``."""
+    """``NAME MODE DATA_KIB[,META_KIB] KIND OPTIONS...`` (``KEY32``/``KEY64`` in OPTIONS are
+    the test keys); KIND is ``clean``, ``crash-journal`` or ``crash-bitmap``."""
     out = []
     for line in path.read_text().splitlines():
         line = line.strip()
@@ -59,7 +60,8 @@ def parse_cases(path: Path) -> list[dict]:
         name, mode, sizes, kind, *opts = line.split()
         kib = [int(x) for x in sizes.split(",")]
         out.append({"name": name, "mode": mode, "kib": kib, "kind": kind,
-                    "opts": [o.replace("KEY32", KEY32) for o in opts]})
+                    "opts": [o.replace("KEY32", KEY32).replace("KEY64", KEY64)
+                             for o in opts]})
     return out
 
 
@@ -179,7 +181,7 @@ def main(workdir: str) -> int:
     doc = {"made_by": versions.read_text().strip() if versions.exists() else None,
            "pattern": "sector s: sha256(b'dmkit-fixture:%d' % s).digest() * 16; crash cases "
                       "overwrite 256 sectors from (N//3)//8*8 with b'dmkit-oracle-new:%d'",
-           "key32": KEY32, "cases": results}
+           "key32": KEY32, "key64": KEY64, "cases": results}
     (HERE / "target_images.json").write_text(json.dumps(doc, indent=1) + "\n")
     return 0 if ok else 1
 
