@@ -59,13 +59,15 @@ J_CASES = sorted(CASES)
 
 
 def reader_journal_options(opts: str) -> dict:
-    """The reader's arguments for the journal_crypt word of a table."""
+    """The reader's arguments for the journal_crypt / journal_mac words of a table."""
     out = {}
     for w in opts.split():
         name, _, value = w.partition(":")
         alg, _, key = value.rpartition(":")
         if name == "journal_crypt":
             out["journal_crypt"] = JournalCipher(alg, bytes.fromhex(key))
+        elif name == "journal_mac":
+            out["journal_mac"], out["journal_mac_key"] = alg, bytes.fromhex(key)
     return out
 
 

@@ -98,6 +98,8 @@ def test_committed_journal_is_replayed_only_with_the_key(cipher, jmac, tmp_path)
     image = bytes(disk.buf)
 
     jopts = dict(journal_crypt=JournalCipher(cipher, key))
+    if jmac:
+        jopts.update(journal_mac="hmac(sha256)", journal_mac_key=MAC_KEY)
     r = IntegrityReader(MemoryDevice(initial=image), internal_hash="crc32c",
                         replay_journal=True, **jopts)
     assert r.journal.status is JournalStatus.REPLAY_NEEDED
@@ -125,6 +127,10 @@ def test_committed_journal_is_replayed_only_with_the_key(cipher, jmac, tmp_path)
     kf = tmp_path / "jkey"
     kf.write_bytes(key)
     args = ["--journal-crypt", name, "--journal-crypt-key-file", str(kf)]
+    if jmac:
+        mf = tmp_path / "mkey"
+        mf.write_bytes(MAC_KEY)
+        args += ["--journal-integrity", "hmac-sha256", "--journal-integrity-key-file", str(mf)]
     out = tmp_path / "out.bin"
     res = CliRunner().invoke(cli, ["integrity", "export", "--json", str(img), str(out), *args],
                              catch_exceptions=False)

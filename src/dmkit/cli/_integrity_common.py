@@ -21,6 +21,7 @@ from ..block import FileDevice
 from ..errors import DeviceError, DmkitError, FormatError, IntegrityError
 from ..targets.integrity import IntegrityReader, JournalStatus
 from ..targets.integrity.jcrypt import JournalCipher
+from ..targets.integrity.layout import SbFlags
 from ..targets.integrity.tags import algorithm, kernel_name
 
 __all__ = ["MAX_KEY_SIZE", "InputError", "VerificationFailed", "bad_input", "cryptsetup_name",
@@ -190,7 +191,8 @@ def journal_integrity_options(f):
     """The journal MAC (``journal_mac``) DEV was formatted with."""
     for o in reversed([
         click.option("--journal-integrity", metavar="ALG",
-                     help="The journal MAC DEV was formatted with (needed when it has one)."),
+                     help="The journal MAC DEV was formatted with (hmac-sha256, ...): "
+                          "the journal's section MACs and the superblock MAC are checked."),
         click.option("--journal-integrity-key-file", metavar="FILE",
                      help="Key of the journal MAC, read from FILE."),
         click.option("--journal-integrity-key-size", type=int, metavar="BYTES"),
@@ -230,16 +232,21 @@ def make_reader(data_dev, meta_dev, *, integrity_alg, integrity_key_file, integr
                 tag_size, sector_size, buffer_sectors, allow_discards,
                 **journal_opts) -> IntegrityReader:
     """The verified reader the options describe, journal replayed in memory (decrypted
-    with --journal-crypt)."""
+    with --journal-crypt; its MACs checked with --journal-integrity)."""
     alg = algorithm_name(integrity_alg)
     key = read_key(integrity_key_file, integrity_key_size, "--integrity-key")
-    cipher, _, _ = journal_keys(**journal_opts)
+    cipher, jmac, jmac_key = journal_keys(**journal_opts)
     name = (meta_dev or data_dev).name
     with bad_input():
         reader = IntegrityReader(data_dev, meta_dev, internal_hash=alg, key=key,
                                  tag_size=tag_size, block_size=sector_size,
                                  buffer_sectors=buffer_sectors, allow_discards=allow_discards,
-                                 replay_journal=True, name=name, journal_crypt=cipher)
+                                 replay_journal=True, name=name, journal_crypt=cipher,
+                                 journal_mac=jmac, journal_mac_key=jmac_key)
+    if jmac is None and reader.superblock.has(SbFlags.HAVE_JOURNAL_MAC) \
+            and reader.journal.status is JournalStatus.REPLAY_NEEDED:
+        log.warning("%s: the journal is replayed without checking its journal MAC (give "
+                    "--journal-integrity and its key to check it)", name)
     if reader.journal.status is JournalStatus.UNREADABLE:
         log.warning("%s: the journal does not read as a plain journal (%s); writes still "
                     "in it, if any, are not applied%s", name, reader.journal.message,

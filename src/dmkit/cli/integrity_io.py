@@ -2,10 +2,10 @@
 copied out, data written in through dmkit's integrity target.
 
 verify and export open the devices read-only and replay a journal in memory (an encrypted
-one with ``--journal-crypt``); the image is never changed.  import builds the kernel's
-table line for DEV's superblock (with the journal's encryption and MAC when given) and
-writes through :class:`IntegrityTarget`, then flushes and closes it as the kernel closes a
-device (journal written home, bitmap clean).
+one with ``--journal-crypt``, its MACs checked with ``--journal-integrity``); the image is
+never changed.  import builds the kernel's table line for DEV's superblock (with the
+journal's encryption and MAC when given) and writes through :class:`IntegrityTarget`, then
+flushes and closes it as the kernel closes a device (journal written home, bitmap clean).
 """
 
 from __future__ import annotations
@@ -87,6 +87,7 @@ def _covered(ranges: list[dict]) -> int:
 @click.argument("dev", metavar="DEV")
 @alg_options
 @journal_crypt_options
+@journal_integrity_options
 @click.option("--json", "as_json", is_flag=True,
               help='Print {"checked_sectors": N, "mismatches": [sector, ...], ...}.')
 def verify_cmd(dev: str, as_json: bool, data_device: str | None, **opts):
@@ -156,6 +157,7 @@ def verify_cmd(dev: str, as_json: bool, data_device: str | None, **opts):
 @click.argument("out", metavar="OUT", type=click.Path(dir_okay=False, allow_dash=True))
 @alg_options
 @journal_crypt_options
+@journal_integrity_options
 @click.option("--zero-on-error", is_flag=True,
               help="Write zeros for blocks that fail verification (listed on stderr) "
                    "instead of failing.")
@@ -321,12 +323,12 @@ def import_cmd(dev: str, input_path: str, data_device: str | None, mode: str,
                              "a journal MAC: " + ("give --journal-integrity and its key"
                                                   if jmac is None
                                                   else "drop --journal-integrity"))
-        # the geometry check (a truncated image) and a journal the target would have to
-        # replay, before any write
+        # the geometry check (a truncated image), the superblock and journal MACs, and a
+        # journal the target would have to replay, before any write
         IntegrityReader(data_dev, meta_dev, internal_hash=alg, key=key,
                         tag_size=opts["tag_size"], block_size=opts["sector_size"],
                         buffer_sectors=opts["buffer_sectors"], replay_journal=True,
-                        journal_crypt=cipher)
+                        journal_crypt=cipher, journal_mac=jmac, journal_mac_key=jmac_key)
     args = [data_device or dev, "0", str(sb.integrity_tag_size), _MODES[mode]]
     optional = [f"buffer_sectors:{opts['buffer_sectors']}"]
     if data_device is not None:

@@ -46,7 +46,8 @@ from .layout import (
 from .jcrypt import JournalCrypt
 from .tags import TagAlgorithm
 
-__all__ = ["JournalWriter", "JournalMac", "next_commit_seq", "prev_commit_seq"]
+__all__ = ["JournalWriter", "JournalMac", "first_bad_section_mac", "next_commit_seq",
+           "prev_commit_seq"]
 
 _FUA = int(BioFlags.FUA)
 _UNUSED_HI = np.uint8(0xFF)
@@ -91,6 +92,28 @@ class JournalMac:
         if len(d) >= JOURNAL_MAC_SIZE:
             return d[:JOURNAL_MAC_SIZE]
         return d + bytes(JOURNAL_MAC_SIZE - len(d))
+
+
+def first_bad_section_mac(journal, jg, mac: JournalMac, start: int, n: int) -> int | None:
+    """``rw_section_mac(ic, i, false)`` for sections ``start..start+n`` (wrapping) of the
+    plain journal area ``journal``: the first whose stored MAC is not ``mac``'s, or None.
+    (The replay checks the sections it replays; a mismatch fails the kernel's device.)"""
+    buf = np.frombuffer(memoryview(journal).cast("B"), dtype=np.uint8)
+    n_entries = np.arange(jg.section_entries, dtype=np.int64)
+    entry_off = ((n_entries % JOURNAL_BLOCK_SECTORS) * 512
+                 + (n_entries // JOURNAL_BLOCK_SECTORS) * jg.entry_size)
+    section_bytes = jg.section_sectors << SECTOR_SHIFT
+    slots = (np.arange(JOURNAL_BLOCK_SECTORS, dtype=np.int64)[:, None] * 512
+             + JOURNAL_SECTOR_DATA - JOURNAL_MAC_PER_SECTOR
+             + np.arange(JOURNAL_MAC_PER_SECTOR, dtype=np.int64)).ravel()
+    eight = np.arange(8, dtype=np.int64)
+    for k in range(n):
+        i = (start + k) % jg.journal_sections
+        base = i * section_bytes
+        want = mac.section(i, buf[(base + entry_off)[:, None] + eight].tobytes())
+        if buf[base + slots].tobytes() != want[:JOURNAL_BLOCK_SECTORS * JOURNAL_MAC_PER_SECTOR]:
+            return i
+    return None
 
 
 class JournalWriter:
@@ -193,16 +216,7 @@ class JournalWriter:
         """The first section of ``start..start+n`` whose stored MAC is wrong, or None."""
         if self.mac is None:
             return None
-        for k in range(n):
-            i = (start + k) % self.n_sections
-            base = i * self.section_bytes
-            fields = self.np[(base + self.entry_off)[:, None] + self._sec_idx].tobytes()
-            m = self.mac.section(i, fields)
-            for j in range(JOURNAL_BLOCK_SECTORS):
-                p = base + j * 512 + JOURNAL_SECTOR_DATA - JOURNAL_MAC_PER_SECTOR
-                if self.mem[p:p + JOURNAL_MAC_PER_SECTOR] != m[j * 8:(j + 1) * 8]:
-                    return i
-        return None
+        return first_bad_section_mac(self.mem, self.jg, self.mac, start, n)
 
     def write_sections(self, start: int, n: int) -> None:
         """``write_journal``: MACs, encryption, then one FUA write (two when the range

@@ -15,10 +15,12 @@ closed cleanly) and a recalculation in progress leave some tags stale; reads the
 an IntegrityError that says why (the kernel would return such blocks unchecked).
 
 An encrypted journal (``journal_crypt``) is decrypted in memory before it is read, given
-its :class:`~.jcrypt.JournalCipher`.
+its :class:`~.jcrypt.JournalCipher`.  With ``journal_mac`` (the algorithm and key), the
+superblock MAC (fix_hmac) and the MACs of the journal sections a replay would use are
+checked as the kernel checks them; a mismatch is an IntegrityError naming the section.
 
 What a table line gives and the superblock does not record must be given again here: the
-algorithm and key (``internal_hash``), the journal's cipher, the separate metadata
+algorithm and key (``internal_hash``), the journal's cipher and MAC, the separate metadata
 device, the reserved ``start_sector``, ``buffer_sectors`` (it matters only for old-padding
 layouts) and ``allow_discards``.
 """
@@ -39,8 +41,9 @@ from .journal import (
     scan_journal,
 )
 from .jcrypt import JournalCipher
+from .jwriter import JournalMac, first_bad_section_mac
 from .layout import COMMIT_IDS, SB_SECTORS, SbFlags, Superblock
-from .tags import TagFunction
+from .tags import TagFunction, algorithm
 
 __all__ = ["IntegrityReader", "read_superblock"]
 
@@ -73,7 +76,8 @@ class IntegrityReader(BlockDevice):
                  block_size: int | None = None, start_sector: int = 0,
                  buffer_sectors: int = DEFAULT_BUFFER_SECTORS, allow_discards: bool = False,
                  replay_journal: bool = False, name: str | None = None,
-                 journal_crypt: JournalCipher | None = None):
+                 journal_crypt: JournalCipher | None = None,
+                 journal_mac: str | None = None, journal_mac_key: bytes | None = None):
         self.data_dev = data_dev
         self.meta_dev = meta_dev if meta_dev is not None else data_dev
         self.name = name or f"integrity({data_dev.name})"
@@ -93,6 +97,7 @@ class IntegrityReader(BlockDevice):
                                   block_size=sb.block_size,
                                   salt=sb.salt if sb.has(SbFlags.FIXED_HMAC) else None)
         self.allow_discards = allow_discards
+        mac = self._journal_mac(journal_mac, journal_mac_key) if journal_mac else None
         raw = read_journal_area(md, self.geometry)
         commit_ids = COMMIT_IDS
         if journal_crypt is not None and not sb.has(SbFlags.DIRTY_BITMAP):
@@ -100,6 +105,8 @@ class IntegrityReader(BlockDevice):
             crypt.decrypt_into(raw)
             commit_ids = crypt.commit_ids
         self.journal: JournalScan = scan_journal(raw, self.geometry, commit_ids=commit_ids)
+        if mac is not None:
+            self._check_journal_macs(raw, mac)
         self._overlay: dict[int, tuple[bytes, bytes]] = {}
         self._overlay_keys: list[int] = []
         self._stale: list[tuple[int, int, str]] = []
@@ -124,6 +131,37 @@ class IntegrityReader(BlockDevice):
                                   io_min=sb.block_size)
         self.read_only = True
         self.number_of_mismatches = 0
+
+    # -- the journal MAC ----------------------------------------------------------------------
+    def _journal_mac(self, name: str, key: bytes | None) -> JournalMac:
+        sb, md = self.superblock, self.meta_dev
+        if not sb.has(SbFlags.HAVE_JOURNAL_MAC):
+            raise FormatError(f"{md.name}: journal MAC given, but the superblock has no "
+                              "journal MAC")
+        mac = JournalMac(algorithm(name), key, sb.salt if sb.has(SbFlags.FIXED_HMAC) else None)
+        if sb.has(SbFlags.FIXED_HMAC):      # sb_mac: the first sector's last bytes
+            if Superblock.SIZE + mac.size > 512:
+                raise FormatError(f"{md.name}: the journal MAC is too long for the "
+                                  "superblock MAC")
+            first = bytes(md.read(self.geometry.start_sector, 1))
+            if first[512 - mac.size:] != mac.digest(first[:512 - mac.size]):
+                raise IntegrityError(f"{md.name}: superblock MAC mismatch (wrong journal MAC "
+                                     "key, or the superblock was modified)")
+        return mac
+
+    def _check_journal_macs(self, raw, mac: JournalMac) -> None:
+        """The sections a replay would use (the kernel's ``do_journal_write`` from the
+        replay checks each one's MAC and fails the device on a mismatch)."""
+        scan = self.journal
+        if scan.status is JournalStatus.DIRTY_BITMAP or scan.journal_empty \
+                or not scan.consistent_sections:
+            return
+        bad = first_bad_section_mac(raw, self.geometry.journal, mac, scan.write_start,
+                                    scan.consistent_sections)
+        if bad is not None:
+            raise IntegrityError(f"{self.meta_dev.name}: journal MAC mismatch in journal "
+                                 f"section {bad} (the journal was modified, or the journal "
+                                 "MAC key is wrong): the kernel refuses to replay it")
 
     # -- journal replay, in memory ----------------------------------------------------------
     def _apply_replay(self) -> None:
