@@ -3,6 +3,7 @@ report of the documented shape.  No timing is asserted."""
 
 import json
 import numbers
+import shutil
 from pathlib import Path
 
 import pytest
@@ -88,4 +89,50 @@ def test_integrity_cases_report_their_targets(bench_main, tmp_path, capsys):
         assert _positive(by_name[f"integrity-journal-{alg}-write"]["ratio_to_direct_write"]["best"])
     assert len(by_name["integrity-direct-crc32c-read"]["targets"]) == 1
     assert by_name["integrity-direct-crc32c-write"]["targets"] == []
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_luks_cases_report_their_targets(bench_main, tmp_path, capsys):
+    # The peers (qemu-img convert of the LUKS1 equivalent, dmkit's export in-process and
+    # in a new process, dissect.fve where it can) are timed by the cases after the
+    # harness's passes; a peer that is missing or cannot read the volume is reported with
+    # its reason, and every target measured says whether it was met.
+    assert bench_main(["--size-mib", "2", "--repeat", "1", "--cases", "luks2-*",
+                       "--dir", str(tmp_path)]) == 0
+    captured = capsys.readouterr()
+    by_name = {c["case"]: c for c in json.loads(captured.out)["cases"]}
+    xts = {"luks2-xts-512-read", "luks2-xts-4096-read"}
+    assert set(by_name) == xts | {"luks2-gcm-aead-read", "luks2-xts-hmac-sha256-read"}
+    have_qemu = shutil.which("qemu-img") is not None
+    for name, case in by_name.items():
+        assert case["status"] == "ok", case
+        assert case["total_bytes"] == 2 << 20
+        assert _positive(case["mib_per_s"]["best"]) and _positive(case["ratio"]["best"])
+        assert case["luks"]["volume_bytes"] >= 2 << 20
+        for t in case["targets"]:
+            assert isinstance(t["meets_target"], bool)
+            assert _positive(t["ratio"]["best"]) and _positive(t["ratio"]["median"])
+        assert f"{name}: target " in captured.err
+        for t in case["targets_not_measured"]:
+            assert t["reason"]
+        measured = [t["target"] for t in case["targets"]]
+        qemu = case["qemu_img"]
+        if have_qemu:
+            assert qemu["status"] == "ok"
+            assert _positive(qemu["mib_per_s"]["best"])
+            for key in ("dmkit_export", "dmkit_export_cli"):
+                assert _positive(case["ratio_to_qemu_img"][key]["best"])
+            assert _positive(qemu["dmkit_cli_start_seconds"]["best"])
+            qemu_targets = [t for t in measured if "qemu-img convert" in t]
+            assert len(qemu_targets) == (2 if name in xts else 0)
+        else:
+            assert qemu["status"] == "skipped" and qemu["reason"]
+        dissect = case["dissect_fve"]
+        if dissect["status"] == "ok":
+            assert _positive(case["ratio_to_dissect_fve"]["best"])
+            assert any("dissect.fve" in t for t in measured)
+        else:
+            assert dissect["status"] in ("skipped", "cannot_open", "cannot_read", "wrong_data")
+            assert dissect["reason"]
+            assert any("dissect.fve" in t["target"] for t in case["targets_not_measured"])
     assert list(tmp_path.iterdir()) == []

@@ -1,6 +1,6 @@
 """The benchmark cases.  Each module registers its cases in :data:`benchmarks.registry.CASES`
 when imported; a new module is added to this list by hand (no import magic)."""
 
-from . import crypt, integrity, peers, targets
+from . import crypt, integrity, luks, peers, targets
 
-__all__ = ["crypt", "integrity", "peers", "targets"]
+__all__ = ["crypt", "integrity", "luks", "peers", "targets"]

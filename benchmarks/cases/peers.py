@@ -17,8 +17,50 @@ Planned, once the dmkit side exists to compare against:
 
 A peer's process start-up counts in its time (it is part of using the tool); say so in
 the case's description.
+
+The helpers below run peer tools for any case: :mod:`benchmarks.cases.luks` times
+``qemu-img convert`` (and ``dmkit luks export`` in a new process) with them, as comparisons
+inside its dmkit cases.
 """
 
 from __future__ import annotations
 
-__all__: list[str] = []
+import os
+import shutil
+import subprocess
+from typing import Mapping, Sequence
+
+__all__ = ["find_tool", "run_tool", "tool_version", "image_opts_value"]
+
+
+def find_tool(name: str) -> str | None:
+    """The path of the peer tool ``name`` on ``PATH``, or None."""
+    return shutil.which(name)
+
+
+def run_tool(argv: Sequence[str], *, env: Mapping[str, str] | None = None,
+             timeout: float = 3600) -> None:
+    """Run a peer tool (or a dmkit command in a new process) to completion, its output
+    discarded unless it fails; a non-zero exit raises RuntimeError with its stderr.
+    ``env`` replaces the environment (default: this process's)."""
+    proc = subprocess.run(list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, env=env, timeout=timeout, check=False)
+    if proc.returncode != 0:
+        err = proc.stderr.decode(errors="replace").strip()
+        raise RuntimeError(f"{os.path.basename(argv[0])} exited {proc.returncode}: {err}")
+
+
+def tool_version(argv: Sequence[str]) -> str:
+    """The first line a tool prints for its version option (``["qemu-img", "--version"]``),
+    or ``"unknown"``."""
+    try:
+        out = subprocess.run(list(argv), stdin=subprocess.DEVNULL, capture_output=True,
+                             timeout=60, check=False).stdout.decode(errors="replace")
+    except OSError:
+        return "unknown"
+    return out.strip().splitlines()[0] if out.strip() else "unknown"
+
+
+def image_opts_value(value: str) -> str:
+    """``value`` escaped for a QEMU ``key=value,...`` option string (commas doubled)."""
+    return value.replace(",", ",,")
