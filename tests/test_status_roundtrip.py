@@ -77,3 +77,8 @@ def test_table_status_round_trips(make_image, name, length, template):
     finally:
         dev.close()
         resolver.close()
+
+
+def test_registry_names_match_classes():
+    for name in TARGETS:
+        assert TARGETS[name].name == name

@@ -27,7 +27,16 @@ from .journal import JournalScan, JournalStatus, UnreplayedJournalError, scan_jo
 from .layout import SbFlags, Superblock
 from .reader import IntegrityReader, read_superblock
 from .tags import TagAlgorithm, TagFunction, algorithm, algorithm_names, kernel_name
-from .target import IntegrityTarget
+
+
+def __getattr__(name: str):
+    # The table target (and its data path) is imported on first use: the LUKS code needs
+    # only the layout and geometry, and CLI start-up time counts.
+    if name == "IntegrityTarget":
+        from .target import IntegrityTarget
+
+        return IntegrityTarget
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
     "Superblock",
