@@ -13,13 +13,12 @@ work fills).
 
 from __future__ import annotations
 
+import importlib
 import logging
 import sys
 import traceback
 
 import click
-
-import importlib
 
 from .. import __version__
 from ..errors import DmkitError
