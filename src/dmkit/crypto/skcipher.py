@@ -235,8 +235,8 @@ class AesXts(SectorCipher):
         np.bitwise_xor(y, d, out=out)
 
     def _units_c(self, decrypt, src, dst, t, n, blocks):
-        """The same computation with the mask passes in C: ``x = src ^ D`` and
-        ``dst = E(x) ^ D`` each in one sweep, with ``D`` generated on the fly."""
+        """The same computation with the mask pass in C: ``x = src ^ D`` in one sweep that
+        also keeps ``D``, then ``dst = E(x) ^ D`` as a plain numpy XOR."""
         size = n * blocks * 16
         x = scratch("xts.cx", (size // 8,))
         y = scratch("xts.cy", (size // 8 + 2,))  # update_into wants block_size - 1 spare
@@ -247,7 +247,8 @@ class AesXts(SectorCipher):
         else:
             starts = np.ascontiguousarray(t)
             ctx = self._ecb1.decryptor() if decrypt else self._ecb1.encryptor()
-        _xtsfix.mask_xor(x, src, starts, blocks)
+        masks = scratch("xts.cm", (size // 8,))
+        _xtsfix.mask_xor(x, src, starts, blocks, masks)
         done = ctx.update_into(mv(x), memoryview(y).cast("B"))
         assert done == size
-        _xtsfix.mask_xor(dst, memoryview(y).cast("B")[:size], starts, blocks)
+        np.bitwise_xor(y[:size // 8], masks, out=u64(dst))
