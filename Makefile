@@ -38,6 +38,7 @@ test: venv deps
 	$(VPY) -m pytest -q
 
 bench: venv
+	$(VPY) -m pip install --quiet --disable-pip-version-check -e '.[test,bench]'
 	$(VPY) -m benchmarks
 
 # Generated files; the venv stays (distclean removes it too).
