@@ -232,10 +232,22 @@ def test_commit_time_flush_fua_and_watermark():
     assert jw.commits == 2                     # the preflush found nothing to commit
     dev.flush()
     assert jw.commits == 3 and jw.home_writes == 0       # a flush does not write home
-    # past the watermark: commit, and the journal goes home
+    # past the watermark: the full sections are committed (the part-filled one waits for
+    # more, or for commit_time), nothing goes home yet (the journal goes home when it has
+    # no room left for a write)
     entries = t.geo.journal.entries
+    commits = jw.commits
     dev.write(64, os.urandom(entries // 2 * 512 + 4096))
-    assert jw.home_writes >= 1 and jw.free_sectors > t.free_sectors_threshold
+    assert jw.commits == commits + 1 and jw.home_writes == 0
+    assert 0 < jw.uncommitted_entries < jw.section_entries
+    assert _journal_status(disk) is JournalStatus.REPLAY_NEEDED
+    clock.advance(2.0)
+    t.tick()
+    assert jw.commits == commits + 2 and not jw.has_uncommitted
+    # another half: the journal fills, is committed and goes home, and takes the rest
+    dev.write(64, os.urandom(entries // 2 * 512 + 4096))
+    assert jw.home_writes == 1 and jw.free_sectors > t.free_sectors_threshold
+    assert jw.newest and all(jw.pos_sector[p] == s for s, p in jw.newest.items())
     dev.close()
     assert _journal_status(disk) is JournalStatus.EMPTY
 

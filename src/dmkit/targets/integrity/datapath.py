@@ -181,6 +181,29 @@ class DataPath:
                 t0 = (off >> l2) * ts
                 store.write(ext.tag_offset, tags[t0:t0 + ext.nr_blocks * ts])
 
+    def _write_home_pieces(self, s: int, pieces: list, tags) -> None:
+        """:meth:`_write_home` for data given in pieces (a journal run spanning sections):
+        one vectored request per extent."""
+        if len(pieces) == 1:
+            self._write_home(s, pieces[0], tags)
+            return
+        ts, l2 = self.tag_size, self.log2_spb
+        dev, store = self.data_dev, self.tags
+        nbytes = sum(len(p) for p in pieces)
+        for ext in self.geo.extents(s, nbytes >> SECTOR_SHIFT):
+            off = (ext.logical_sector - s) << SECTOR_SHIFT
+            end = off + (ext.nr_sectors << SECTOR_SHIFT)
+            bufs, pos = [], 0
+            for p in pieces:
+                a, b = max(off, pos), min(end, pos + len(p))
+                if a < b:
+                    bufs.append(p[a - pos:b - pos])
+                pos += len(p)
+            dev.submit_vec(OP_WRITE, ext.data_sector, bufs)
+            if tags is not None:
+                t0 = ((ext.logical_sector - s) >> l2) * ts
+                store.write(ext.tag_offset, tags[t0:t0 + ext.nr_blocks * ts])
+
     def _journal_write(self, s: int, data, tags) -> None:
         jw = self.journal
         mv = memoryview(data).cast("B")
@@ -194,10 +217,12 @@ class DataPath:
             k = jw.add(s + done * self.spb, mv[done * bs:],
                        None if tags is None else tags[done * ts:])
             done += k
-            if jw.free_sectors <= self.free_sectors_threshold:
-                self._commit()
-            else:
-                self._schedule_autocommit()
+            if jw.uncommitted_entries >= self.commit_watermark_entries:
+                # the watermark: commit the full sections (a FLUSH/FUA, commit_time or a
+                # full journal commits the rest, padded)
+                self._commit(pad=False)
+        if jw.has_uncommitted:
+            self._schedule_autocommit()
 
     # -- discards -------------------------------------------------------------------------------
     def _discard(self, bio: Bio) -> None:
@@ -240,19 +265,19 @@ class DataPath:
         else:
             self._flush_buffers(True)
 
-    def _commit(self) -> None:
+    def _commit(self, *, pad: bool = True) -> None:
+        """``integrity_commit``.  The journal goes home lazily: when the journal has no
+        free entry left for a write, before a discard of journaled blocks, and at close
+        (see :meth:`_journal_write`)."""
         self._autocommit_at = None
-        jw = self.journal
         try:
-            jw.commit()
-            if jw.free_sectors <= self.free_sectors_threshold:
-                self._write_journal_home()
+            self.journal.commit(pad=pad)
         except DmkitError as e:
             self._fail(e)
             raise
 
     def _write_journal_home(self) -> None:
-        self.journal.write_home(self._write_home, lambda: self._flush_buffers(True))
+        self.journal.write_home(self._write_home_pieces, lambda: self._flush_buffers(True))
 
     def _flush_buffers(self, flush_data: bool) -> None:
         """``dm_integrity_flush_buffers``: dirty tags to disk, then a flush of the metadata

@@ -16,11 +16,13 @@ The kernel's state, with its names: entries are allocated from ``free_section`` 
 ``free_section_entry`` (``free_sectors`` entries are free in all); sections from
 ``uncommitted_section`` (``n_uncommitted_sections``) hold entries not yet committed,
 sections from ``committed_section`` (``n_committed_sections``) are committed but not yet
-written home.  A commit pads the current section (its unused entries stay unused), stamps
-every sector of every uncommitted section with ``commit_id(section, sector, commit_seq)``
-(the sequence advances when the journal wraps) and writes those sections with FUA.
-Write-home copies each committed block and its tag to their home places, then flushes;
-only then are the sections free again, so a crash never loses a committed block.
+written home.  A commit pads the current section (its unused entries stay unused; a
+watermark commit may instead leave it uncommitted), stamps every sector of every
+uncommitted section with ``commit_id(section, sector, commit_seq)`` (the sequence advances
+when the journal wraps) and writes those sections with FUA.  Write-home copies each
+committed block and its tag to their home places, then flushes; only then are the sections
+free again, so a crash never loses a committed block.  When write-home happens is the
+target's choice (:mod:`.datapath`: when the journal is full).
 
 ``newest`` maps a logical sector to the journal position (``section * entries + entry``)
 of its newest entry not yet written home: reads take blocks from there.
@@ -117,7 +119,11 @@ def first_bad_section_mac(journal, jg, mac: JournalMac, start: int, n: int) -> i
 
 
 class JournalWriter:
-    """The journal area of one open target (``geometry.journal``), kept whole in memory."""
+    """The journal area of one open target (``geometry.journal``), kept whole in memory.
+
+    Entry positions ``p = section * section_entries + entry`` number the entries in
+    journal order; ``pos_sector[p]`` is the logical sector of the entry at ``p`` (-1 when
+    unused), ``newest`` the position of each sector's newest entry not yet home."""
 
     def __init__(self, meta_dev: BlockDevice, geometry: Geometry, *,
                  mac: JournalMac | None = None, crypt: JournalCrypt | None = None):
@@ -131,19 +137,46 @@ class JournalWriter:
         self.first_sector = geometry.journal_start_sector
         self.n_sections = jg.journal_sections
         self.section_entries = jg.section_entries
+        self.total_entries = jg.entries
         self.section_bytes = jg.section_sectors << SECTOR_SHIFT
         self.spb = jg.sectors_per_block
         self.block_bytes = self.spb << SECTOR_SHIFT
         self.tag_size = jg.tag_size
+        self.entry_size = jg.entry_size
         self.mem = bytearray(jg.total_sectors << SECTOR_SHIFT)
         self.np = np.frombuffer(self.mem, dtype=np.uint8)
         n = np.arange(jg.section_entries, dtype=np.int64)
         #: byte offset of entry n inside its section
-        self.entry_off = (n % JOURNAL_BLOCK_SECTORS) * 512 + (n // JOURNAL_BLOCK_SECTORS) * jg.entry_size
+        self.entry_off = ((n % JOURNAL_BLOCK_SECTORS) * 512
+                          + (n // JOURNAL_BLOCK_SECTORS) * jg.entry_size)
+        #: byte offset in ``mem`` of the entry at each position
+        self._pos_entry = (np.arange(self.n_sections, dtype=np.int64)[:, None]
+                           * self.section_bytes + self.entry_off[None, :]).ravel()
+        self._entry_idx = np.arange(jg.entry_size, dtype=np.int64)
+        self._sec_idx = np.arange(8, dtype=np.int64)
+        self._hi_idx = np.arange(4, 8, dtype=np.int64)
+        self._sector_nr = np.arange(jg.section_sectors, dtype=np.uint64)
+        #: the journal as 64-bit words; in a section's first 8 sectors, entry n is row
+        #: n % 8, column n // 8 of (8, entries_per_sector, entry_size / 8) words
+        self._words = self.np.view("<u8")
+        self._ent_words = jg.entries_per_sector * (jg.entry_size >> 3)
+        self._ent_word_idx = np.arange(jg.entry_size >> 3, dtype=np.int64)
+        #: the word holding the last 8 bytes of each sector of a block (from its first)
+        self._tail_words = np.arange(self.spb, dtype=np.int64) * 64 + 63
+        self._ent_row = n % JOURNAL_BLOCK_SECTORS
+        self._ent_col = n // JOURNAL_BLOCK_SECTORS
         self._lb_idx = 8 + np.arange(8 * self.spb, dtype=np.int64)
         self._tag_idx = 8 + 8 * self.spb + np.arange(self.tag_size, dtype=np.int64)
-        self._sec_idx = np.arange(8, dtype=np.int64)
-        self._sector_nr = np.arange(jg.section_sectors, dtype=np.uint64)
+        #: byte offset in ``mem`` of the first data byte of the entry at each position
+        self._pos_data = (np.arange(self.n_sections, dtype=np.int64)[:, None]
+                          * self.section_bytes
+                          + ((JOURNAL_BLOCK_SECTORS + np.arange(self.section_entries,
+                                                                dtype=np.int64)
+                              * self.spb) << SECTOR_SHIFT)[None, :]).ravel()
+        #: the last 8 bytes of each sector of a block, relative to its first byte
+        self._tail_idx = ((np.arange(self.spb, dtype=np.int64) << SECTOR_SHIFT)[:, None]
+                          + 504 + np.arange(8, dtype=np.int64)).ravel()
+        self.pos_sector = np.full(self.total_entries, -1, dtype=np.int64)
         self.newest: dict[int, int] = {}
         self.commits = 0
         self.home_writes = 0
@@ -161,17 +194,31 @@ class JournalWriter:
         self.free_sectors = self.jg.entries
         self.newest.clear()
         self.wrote_to_journal = False
-        self._mark_all_unused()
+        self._mark_unused(np.arange(self.total_entries, dtype=np.int64))
 
-    def _mark_all_unused(self) -> None:
-        for i in range(self.n_sections):
-            base = i * self.section_bytes + self.entry_off + 4
-            idx = base[:, None] + np.arange(4)
-            self.np[idx] = _UNUSED_HI
+    def _mark_unused(self, positions: np.ndarray) -> None:
+        """``journal_entry_set_unused`` for the entries at ``positions``."""
+        self.pos_sector[positions] = -1
+        self.np[(self._pos_entry[positions])[:, None] + self._hi_idx] = _UNUSED_HI
+
+    def _section_positions(self, start: int, n: int) -> np.ndarray:
+        """Entry positions of sections ``start..start+n`` (wrapping), in journal order."""
+        E, total = self.section_entries, self.total_entries
+        a, b = start * E, (start + n) * E
+        if b <= total:
+            return np.arange(a, b, dtype=np.int64)
+        return np.concatenate((np.arange(a, total, dtype=np.int64),
+                               np.arange(0, b - total, dtype=np.int64)))
 
     @property
     def has_uncommitted(self) -> bool:
         return self.n_uncommitted_sections > 0 or self.free_section_entry > 0
+
+    @property
+    def uncommitted_entries(self) -> int:
+        """Entries taken and not yet committed (a part-filled section counts its used
+        entries)."""
+        return self.n_uncommitted_sections * self.section_entries + self.free_section_entry
 
     # -- disk ---------------------------------------------------------------------------------
     def read_from_disk(self, *, decrypt: bool = True) -> None:
@@ -192,15 +239,19 @@ class JournalWriter:
             sec = self.np[base:base + self.section_bytes].reshape(-1, 512)
             sec[:, :JOURNAL_SECTOR_DATA] = 0
             self._stamp(i, seq)
-            idx = (base + self.entry_off + 4)[:, None] + np.arange(4)
-            self.np[idx] = _UNUSED_HI
+        self._mark_unused(self._section_positions(start % self.n_sections, n))
         self.write_sections(start, n)
 
-    def _stamp(self, section: int, seq: int) -> None:
-        base = section * self.section_bytes
-        ids = self.np[base:base + self.section_bytes].view("<u8").reshape(-1, 64)
-        salt = (np.uint64(section) << np.uint64(32)) ^ self._sector_nr
-        ids[:, 63] = np.uint64(self.commit_ids[seq]) ^ salt
+    def _stamp(self, section: int, seq: int, count: int = 1) -> None:
+        """Every sector of sections ``section..section+count`` (not wrapping) gets the
+        commit id of ``seq``."""
+        if count <= 0:
+            return
+        a, b = section * self.section_bytes, (section + count) * self.section_bytes
+        ids = self.np[a:b].view("<u8").reshape(count, -1, 64)
+        salt = ((np.arange(section, section + count, dtype=np.uint64)[:, None]
+                 << np.uint64(32)) ^ self._sector_nr[None, :])
+        ids[:, :, 63] = np.uint64(self.commit_ids[seq]) ^ salt
 
     def _write_macs(self, section: int) -> None:
         if self.mac is None:
@@ -247,47 +298,57 @@ class JournalWriter:
         if nb <= 0:
             return 0
         mv = memoryview(data).cast("B")
+        E, bs, ts = self.section_entries, self.block_bytes, self.tag_size
         done = 0
         while done < nb:
-            i, e0 = self.free_section, self.free_section_entry
-            k = min(nb - done, self.section_entries - e0)
-            self._fill(i, e0, k, logical_sector + done * self.spb,
-                       mv[done * self.block_bytes:(done + k) * self.block_bytes],
-                       None if tags is None else
-                       tags[done * self.tag_size:(done + k) * self.tag_size])
+            p0 = self.free_section * E + self.free_section_entry
+            k = min(nb - done, self.total_entries - p0)      # up to the journal's end
+            self._fill(p0, k, logical_sector + done * self.spb,
+                       mv[done * bs:(done + k) * bs],
+                       None if tags is None else tags[done * ts:(done + k) * ts])
             done += k
-            e0 += k
-            if e0 == self.section_entries:
-                e0 = 0
-                self.free_section = (i + 1) % self.n_sections
-                self.n_uncommitted_sections += 1
-            self.free_section_entry = e0
+            e = self.free_section_entry + k
+            self.n_uncommitted_sections += e // E
+            self.free_section = (self.free_section + e // E) % self.n_sections
+            self.free_section_entry = e % E
         self.free_sectors -= nb
         return nb
 
-    def _fill(self, section: int, e0: int, k: int, sector: int, data: memoryview, tags) -> None:
-        base = section * self.section_bytes
-        E = base + self.entry_off[e0:e0 + k]
-        d0 = base + ((JOURNAL_BLOCK_SECTORS + e0 * self.spb) << SECTOR_SHIFT)
-        self.mem[d0:d0 + k * self.block_bytes] = data
-        npd = np.frombuffer(data, dtype=np.uint8).reshape(k * self.spb, 512)
-        self.np[E[:, None] + self._lb_idx] = npd[:, 504:].reshape(k, 8 * self.spb)
-        if tags is None:
-            self.np[E[:, None] + self._tag_idx] = 0
-        else:
-            self.np[E[:, None] + self._tag_idx] = \
-                np.frombuffer(tags, dtype=np.uint8).reshape(k, self.tag_size)
-        sectors = sector + np.arange(k, dtype=np.uint64) * np.uint64(self.spb)
-        self.np[E[:, None] + self._sec_idx] = sectors.astype("<u8").view(np.uint8).reshape(k, 8)
-        pos0 = section * self.section_entries + e0
-        self.newest.update(zip(range(sector, sector + k * self.spb, self.spb),
-                               range(pos0, pos0 + k)))
+    def _fill(self, p0: int, k: int, sector: int, data: memoryview, tags) -> None:
+        """Entries ``p0..p0+k`` (not wrapping): the blocks into the journal (one copy per
+        section), the entries (sector, last bytes, tag) built as rows of 64-bit words and
+        placed with one assignment per section."""
+        E, spb, bs, ts = self.section_entries, self.spb, self.block_bytes, self.tag_size
+        sectors = sector + np.arange(k, dtype=np.int64) * spb
+        self.pos_sector[p0:p0 + k] = sectors
+        ent = np.zeros((k, self.entry_size >> 3), dtype="<u8")
+        ent[:, 0] = sectors
+        ent[:, 1:1 + spb] = np.frombuffer(data, dtype="<u8").reshape(k * spb, 64)[:, 63] \
+            .reshape(k, spb)
+        if tags is not None:
+            t0 = 8 + 8 * spb
+            ent.view(np.uint8)[:, t0:t0 + ts] = np.frombuffer(tags, dtype=np.uint8,
+                                                              count=k * ts).reshape(k, ts)
+        words = self._words
+        i = 0
+        while i < k:
+            sec, e = divmod(p0 + i, E)
+            c = min(k - i, E - e)
+            base = sec * self.section_bytes
+            d0 = base + ((JOURNAL_BLOCK_SECTORS + e * spb) << SECTOR_SHIFT)
+            self.mem[d0:d0 + c * bs] = data[i * bs:(i + c) * bs]
+            entries = words[base >> 3:(base >> 3) + 512].reshape(JOURNAL_BLOCK_SECTORS, 64)[
+                :, :self._ent_words].reshape(JOURNAL_BLOCK_SECTORS, -1, self.entry_size >> 3)
+            entries[self._ent_row[e:e + c], self._ent_col[e:e + c]] = ent[i:i + c]
+            i += c
+        self.newest.update(zip(range(sector, sector + k * spb, spb), range(p0, p0 + k)))
 
     # -- commit -----------------------------------------------------------------------------
-    def commit(self) -> int:
+    def commit(self, *, pad: bool = True) -> int:
         """``integrity_commit`` in journal mode: pad, stamp, write.  Returns the number of
-        sections committed."""
-        if self.free_section_entry:
+        sections committed.  ``pad=False`` commits the full sections only and leaves a
+        part-filled one to fill on (unless it is all there is)."""
+        if self.free_section_entry and (pad or not self.n_uncommitted_sections):
             self.free_sectors -= self.section_entries - self.free_section_entry
             self.free_section_entry = 0
             self.free_section = (self.free_section + 1) % self.n_sections
@@ -297,13 +358,11 @@ class JournalWriter:
             return 0
         self.wrote_to_journal = True
         start = self.uncommitted_section
-        i = start
-        for _ in range(n):
-            self._stamp(i, self.commit_seq)
-            i += 1
-            if i >= self.n_sections:
-                self.commit_seq = next_commit_seq(self.commit_seq)
-                i = 0
+        first = min(n, self.n_sections - start)
+        self._stamp(start, self.commit_seq, first)
+        if start + n >= self.n_sections:     # the sequence advances as the journal wraps
+            self.commit_seq = next_commit_seq(self.commit_seq)
+            self._stamp(0, self.commit_seq, n - first)
         self.write_sections(start, n)
         self.uncommitted_section = (start + n) % self.n_sections
         self.n_uncommitted_sections = 0
@@ -319,25 +378,25 @@ class JournalWriter:
         if not newest:
             return 0
         spb, bs, ts = self.spb, self.block_bytes, self.tag_size
-        found = 0
-        out = memoryview(buf).cast("B")
+        ks, ps = [], []
         for k, s in enumerate(range(sector, sector + nr_sectors, spb)):
             p = newest.get(s)
-            if p is None:
-                continue
-            i, e = divmod(p, self.section_entries)
-            base = i * self.section_bytes
-            d0 = base + ((JOURNAL_BLOCK_SECTORS + e * spb) << SECTOR_SHIFT)
-            blk = out[k * bs:(k + 1) * bs]
-            blk[:] = self.mem[d0:d0 + bs]
-            eo = base + int(self.entry_off[e])
-            for q in range(spb):
-                blk[q * 512 + 504:(q + 1) * 512] = self.mem[eo + 8 + 8 * q:eo + 16 + 8 * q]
-            if tags is not None:
-                t0 = eo + 8 + 8 * spb
-                tags[k * ts:(k + 1) * ts] = self.mem[t0:t0 + ts]
-            found += 1
-        return found
+            if p is not None:
+                ks.append(k)
+                ps.append(p)
+        if not ks:
+            return 0
+        out = np.frombuffer(memoryview(buf).cast("B"), dtype=np.uint8)
+        kk, pp = np.array(ks, dtype=np.int64), np.array(ps, dtype=np.int64)
+        blocks = out.reshape(-1, bs)
+        d0 = self._pos_data[pp]
+        blocks[kk] = self.np[d0[:, None] + np.arange(bs, dtype=np.int64)]
+        e0 = self._pos_entry[pp]
+        blocks[kk[:, None], self._tail_idx] = self.np[e0[:, None] + self._lb_idx]
+        if tags is not None:
+            t = np.frombuffer(tags, dtype=np.uint8).reshape(-1, ts)
+            t[kk] = self.np[e0[:, None] + self._tag_idx]
+        return len(ks)
 
     def holds_any(self, sector: int, nr_sectors: int) -> bool:
         newest = self.newest
@@ -346,77 +405,83 @@ class JournalWriter:
         return any(s in newest for s in range(sector, sector + nr_sectors, self.spb))
 
     # -- write-home -----------------------------------------------------------------------
-    def write_home(self, home: Callable[[int, bytes, bytes], None],
+    def write_home(self, home: Callable[[int, list, bytes], None],
                    flush: Callable[[], None]) -> int:
-        """``integrity_writer``: copy every committed block home (``home(sector, data,
-        tags)`` per run of consecutive blocks), ``flush()``, then free the sections.
+        """``integrity_writer``: copy every committed block home (``home(sector, pieces,
+        tags)`` per run of consecutive blocks, ``pieces`` the run's data in order),
+        ``flush()``, then free the sections.
         Returns the number of blocks written.
 
-        Per section, numpy finds the used entries, those a newer committed entry makes
-        stale (the kernel's ``find_newer_committed_node``: they are skipped), and where runs
-        of consecutive sectors break; runs that continue into the next section are joined,
-        so a large write goes home as one request."""
+        All committed sections at once, as ``do_journal_write``: numpy finds the used
+        entries, those a newer committed entry makes stale (the kernel's
+        ``find_newer_committed_node``: they are skipped), and where runs of consecutive
+        positions and sectors break; the last bytes of the blocks are put back in place in
+        the journal (``restore_last_bytes``: the sections were already written) and each
+        run goes home from there, one request per section it spans."""
         n = self.n_committed_sections
         if not n:
             return 0
-        spb = self.spb
+        spb, bs, E = self.spb, self.block_bytes, self.section_entries
         newest = self.newest
-        pending: list[tuple[int, int, list, list]] = []   # sector, blocks, data, tags
-        done: list[tuple[list, np.ndarray]] = []
-        for k in range(n):
-            i = (self.committed_section + k) % self.n_sections
-            base = i * self.section_bytes
-            E = base + self.entry_off
-            arr = self.np[E[:, None] + self._sec_idx].copy().view("<u8").ravel()
-            used = np.flatnonzero((arr >> np.uint64(32)) != np.uint64(0xFFFFFFFF))
-            if not used.size:
-                continue
-            secs = arr[used].tolist()
-            pos = used + i * self.section_entries
-            q = np.array([-1 if x is None else x for x in map(newest.get, secs)],
-                         dtype=np.int64)
-            done.append((secs, q == pos))
-            q_off = (q // self.section_entries - self.committed_section) % self.n_sections
-            keep = ~((q >= 0) & (q != pos) & (q_off < n))
-            j = used[keep]
-            if not j.size:
-                continue
-            sj = arr[j].astype(np.int64)
-            breaks = np.flatnonzero((np.diff(j) != 1) | (np.diff(sj) != spb)) + 1
-            for r0, r1 in zip([0, *breaks.tolist()], [*breaks.tolist(), len(j)]):
-                j0, cnt, sector = int(j[r0]), r1 - r0, int(sj[r0])
-                data, tags = self._run_data(base, j0, cnt)
-                if pending and pending[-1][0] + pending[-1][1] * spb == sector:
-                    pending[-1][2].append(data)
-                    pending[-1][3].append(tags)
-                    pending[-1] = (pending[-1][0], pending[-1][1] + cnt, pending[-1][2],
-                                   pending[-1][3])
-                else:
-                    pending.append((sector, cnt, [data], [tags]))
+        pos = self._section_positions(self.committed_section, n)
+        secs = self.pos_sector[pos]
+        used = secs >= 0
+        pos, secs = pos[used], secs[used]
         written = 0
-        for sector, cnt, datas, tags in pending:
-            data = datas[0] if len(datas) == 1 else np.concatenate(datas)
-            home(sector, data.data, b"".join(tags))
-            written += cnt
+        if pos.size:
+            if not self.has_uncommitted:
+                # every newest entry is in this range: the last one of each sector wins
+                _, last = np.unique(secs[::-1], return_index=True)
+                current = np.zeros(pos.size, dtype=bool)
+                current[pos.size - 1 - last] = True
+                keep = current
+            else:
+                q = np.fromiter((newest.get(x, -1) for x in secs.tolist()),
+                                dtype=np.int64, count=pos.size)
+                current = q == pos
+                q_rel = (q - self.committed_section * E) % self.total_entries
+                keep = current | (q < 0) | (q_rel >= n * E)
+            pk, sk = pos[keep], secs[keep]
+            if pk.size:
+                d0 = self._pos_data[pk]
+                words = self._words
+                ents = words[(self._pos_entry[pk] >> 3)[:, None] + self._ent_word_idx]
+                words[(d0 >> 3)[:, None] + self._tail_words] = ents[:, 1:1 + spb]
+                t0 = 8 + 8 * spb
+                tags = ents.view(np.uint8)[:, t0:t0 + self.tag_size].tobytes()
+                # runs of consecutive positions and sectors; a run is one request, in
+                # one piece per section it spans
+                breaks = np.flatnonzero((np.diff(pk) != 1) | (np.diff(sk) != spb)) + 1
+                cuts = np.flatnonzero(np.diff(pk // E) != 0) + 1
+                edges = [0, *breaks.tolist(), int(pk.size)]
+                cut_list = cuts.tolist()
+                mem, ts = memoryview(self.mem), self.tag_size
+                ci = 0
+                for r0, r1 in zip(edges[:-1], edges[1:]):
+                    pieces = []
+                    a = r0
+                    while ci < len(cut_list) and cut_list[ci] <= a:
+                        ci += 1
+                    while ci < len(cut_list) and cut_list[ci] < r1:
+                        b = cut_list[ci]
+                        pieces.append(mem[int(d0[a]):int(d0[a]) + (b - a) * bs])
+                        a = b
+                        ci += 1
+                    pieces.append(mem[int(d0[a]):int(d0[a]) + (r1 - a) * bs])
+                    home(int(sk[r0]), pieces, tags[r0 * ts:r1 * ts])
+                    written += r1 - r0
+            done = secs[current].tolist() if self.has_uncommitted else None
+        else:
+            done = []
         flush()
-        for secs, current in done:
-            for s in np.asarray(secs, dtype=object)[current].tolist():
-                del newest[s]
-        for k in range(n):
-            i = (self.committed_section + k) % self.n_sections
-            idx = (i * self.section_bytes + self.entry_off + 4)[:, None] + np.arange(4)
-            self.np[idx] = _UNUSED_HI
+        if done is None:
+            newest.clear()
+        else:
+            for x in done:
+                del newest[x]
+        self._mark_unused(self._section_positions(self.committed_section, n))
         self.committed_section = (self.committed_section + n) % self.n_sections
         self.n_committed_sections = 0
-        self.free_sectors += n * self.section_entries
+        self.free_sectors += n * E
         self.home_writes += 1
         return written
-
-    def _run_data(self, base: int, j0: int, k: int):
-        """The home data (last bytes restored) and the tags of entries ``j0..j0+k``."""
-        spb, bs = self.spb, self.block_bytes
-        d0 = base + ((JOURNAL_BLOCK_SECTORS + j0 * spb) << SECTOR_SHIFT)
-        data = self.np[d0:d0 + k * bs].copy()
-        E = base + self.entry_off[j0:j0 + k]
-        data.reshape(k * spb, 512)[:, 504:] = self.np[E[:, None] + self._lb_idx].reshape(k * spb, 8)
-        return data, self.np[E[:, None] + self._tag_idx].tobytes()

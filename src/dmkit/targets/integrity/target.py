@@ -245,6 +245,9 @@ class IntegrityTarget(DataPath, Target):
                             f"mapping size {self.nr_sectors}")
         threshold = jg.entries * (100 - o.journal_watermark) + 50
         self.free_sectors_threshold = threshold // 100
+        #: uncommitted entries that make a commit (the kernel's "free entries at or under
+        #: the threshold", with nothing waiting to go home)
+        self.commit_watermark_entries = max(1, jg.entries - self.free_sectors_threshold)
         if o.recalculate and not sb.has(SbFlags.RECALCULATING):
             self._set_flags(sb.flags | SbFlags.RECALCULATING, recalc_sector=0)
         if self.sb.has(SbFlags.RECALCULATING) and self.sb.recalc_sector < provided \
