@@ -20,8 +20,12 @@ ones in every case, and this module matches the kernel:
 - hashes and ``hmac(hash)`` are the standard ones; ``blake2b-N`` takes an optional key.
 
 Tags are computed for many blocks per call; per block there is one short sequence of C
-calls (copy a prepared state, two updates, digest).  Stored tags are compared in one
-constant-time comparison per request for cryptographic algorithms.
+calls (copy a prepared state, two updates, digest).  For ``hmac(h)`` the states are
+hashlib's, of RFC 2104's inner pad (and salt) and outer pad, rather than ``hmac``
+objects (whose ``copy`` is Python code).  For the CRCs, one call per block: the state
+after salt and sector is computed for all blocks at once from tables (a CRC is affine in
+its input).  Stored tags are compared in one constant-time comparison per request for
+cryptographic algorithms.
 """
 
 from __future__ import annotations
@@ -69,6 +73,9 @@ class TagAlgorithm:
     #: state -> digest bytes
     _finish: Callable
     key_sizes: tuple[int, ...] | None = None
+    #: for ``hmac(h)``: hashlib's name of ``h`` (the tag loop then runs on two hashlib
+    #: states, RFC 2104's inner and outer pads, instead of ``hmac`` objects)
+    hmac_hash: str | None = None
 
     def check_key(self, key: bytes | None) -> None:
         if key is None or len(key) == 0:
@@ -177,6 +184,20 @@ def _hmac_primer(hname: str):
     return prime
 
 
+def _hmac_pads(hname: str, key: bytes, salt: bytes | None):
+    """RFC 2104's two hash states for ``hmac(hname)`` with ``key``: the inner pad (and the
+    salt after it, which every tag's message starts with) and the outer pad."""
+    block = hashlib.new(hname).block_size
+    if len(key) > block:
+        key = hashlib.new(hname, key).digest()
+    key = key.ljust(block, b"\0")
+    inner = hashlib.new(hname, bytes(b ^ 0x36 for b in key))
+    outer = hashlib.new(hname, bytes(b ^ 0x5C for b in key))
+    if salt:
+        inner.update(salt)
+    return inner, outer
+
+
 def _cmac_aes_prime(key, salt):
     from cryptography.hazmat.primitives import cmac
     from cryptography.hazmat.primitives.ciphers import algorithms
@@ -225,7 +246,7 @@ def _build_registry() -> dict[str, TagAlgorithm]:
         size = hashlib.new(hname).digest_size
         add(TagAlgorithm(kname, size, "none", True, _hash_primer(hname), _finish_digest))
         add(TagAlgorithm(f"hmac({kname})", size, "required", True, _hmac_primer(hname),
-                         _finish_digest))
+                         _finish_digest, hmac_hash=hname))
     for bits in (160, 256, 384, 512):
         add(TagAlgorithm(f"blake2b-{bits}", bits // 8, "optional", True,
                          _blake2b_primer(bits // 8), _finish_digest, tuple(range(1, 65))))
@@ -293,13 +314,22 @@ class TagFunction:
         else:
             pad = bytes(self.tag_size - digest)
             self._fix = lambda d, p=pad: d + p
-        # The checksums keep their state in one int: a tight loop of C calls, no state
-        # objects (this is most of the time of a crc32c read).
+        # The checksums keep their state in one int: one C call per block, the state after
+        # salt and sector computed for all blocks at once (this is most of the time of a
+        # crc32c read).
         self._int_tags = None
+        self._prefix_tables = None
+        self._slices: list[slice] = []
         if isinstance(self._state, _Crc32cState):
             self._int_tags = self._crc32c_values
+            self._crc_fn, self._crc_seed = _crc32c.crc32c, self._state.v
         elif isinstance(self._state, _Crc32KernelState):
             self._int_tags = self._crc32_values
+            self._crc_fn, self._crc_seed = zlib.crc32, self._state.c ^ _M32
+        # HMAC: the inner and outer pads' hashlib states, copied per block.
+        self._hmac_pads = None
+        if self.algorithm.hmac_hash is not None:
+            self._hmac_pads = _hmac_pads(self.algorithm.hmac_hash, bytes(key), salt)
 
     @property
     def cryptographic(self) -> bool:
@@ -323,6 +353,12 @@ class TagFunction:
                 return packed
             fix = self._fix
             return b"".join(fix(packed[4 * i:4 * i + 4]) for i in range(n))
+        if self._hmac_pads is not None:
+            digests = self._hmac_digests(mv, n, first_sector)
+            if self.tag_size == self.algorithm.digest_size:
+                return b"".join(digests)
+            fix = self._fix
+            return b"".join([fix(d) for d in digests])
         state, finish, fix, pack = self._state, self._finish, self._fix, _LE64.pack
         spb = self.sectors_per_block
         out = []
@@ -334,17 +370,80 @@ class TagFunction:
             append(fix(finish(h)))
         return b"".join(out)
 
-    def _crc32c_values(self, mv: memoryview, n: int, first_sector: int) -> list[int]:
-        crc, pack, v0 = _crc32c.crc32c, _LE64.pack, self._state.v
+    def _hmac_digests(self, mv: memoryview, n: int, first_sector: int) -> list[bytes]:
+        """HMAC(key, [salt] || le64(sector) || block) per block, RFC 2104 spelled out:
+        H(opad-state || H(ipad-state [|| salt] || sector || block)), seven C calls."""
+        inner, outer = self._hmac_pads
+        icopy, ocopy = inner.copy, outer.copy
         bs, spb = self.block_size, self.sectors_per_block
-        return [crc(mv[i * bs:(i + 1) * bs], crc(pack(first_sector + i * spb), v0))
-                for i in range(n)]
+        out: list[bytes] = []
+        append = out.append
+        sector = first_sector
+        for i in range(0, n * bs, bs):
+            h = icopy()
+            h.update(sector.to_bytes(8, "little"))
+            h.update(mv[i:i + bs])
+            o = ocopy()
+            o.update(h.digest())
+            append(o.digest())
+            sector += spb
+        return out
+
+    def _prefix_values(self, n: int, first_sector: int) -> list[int]:
+        """The checksum state after salt and ``le64(sector)`` for the ``n`` blocks from
+        ``first_sector``.  A CRC of fixed-length data is affine in the data over GF(2), so
+        the state after 8 sector bytes is the state after 8 zero bytes XOR one table value
+        per byte: 8 gathers for all blocks instead of one call per block."""
+        tables = self._prefix_tables
+        if tables is None:
+            crc, seed = self._crc_fn, self._crc_seed
+            base = crc(bytes(8), seed)
+            t8 = np.array([[crc((b << (8 * k)).to_bytes(8, "little"), seed) ^ base
+                            for b in range(256)] for k in range(8)], dtype=np.uint32)
+            # the low 16 bits' contribution in one table (256 KiB)
+            t16 = (t8[0][np.arange(65536) & 0xFF] ^ t8[1][np.arange(65536) >> 8])
+            self._prefix_tables = tables = (base, t8, t16)
+        base, t8, t16 = tables
+        spb = self.sectors_per_block
+        low = first_sector & 0xFFFF
+        if low + n * spb <= 0x10000:
+            # every block's sector shares the high 48 bits: one value for them, one gather
+            high = base
+            for k in range(2, 8):
+                high ^= int(t8[k][(first_sector >> (8 * k)) & 0xFF])
+            return (t16[np.arange(low, low + n * spb, spb)] ^ np.uint32(high)).tolist()
+        sectors = np.arange(n, dtype=np.uint64) * np.uint64(spb) + np.uint64(first_sector)
+        by = sectors.view(np.uint8).reshape(n, 8)
+        v = np.full(n, base, dtype=np.uint32)
+        for k in range(8):
+            v ^= t8[k][by[:, k]]
+        return v.tolist()
+
+    def _block_views(self, mv: memoryview, n: int):
+        """The ``n`` blocks of ``mv`` as views (an iterator; slice objects cached)."""
+        cache = self._slices
+        if len(cache) < n:
+            bs = self.block_size
+            cache.extend(slice(i * bs, (i + 1) * bs) for i in range(len(cache), n))
+        return map(mv.__getitem__, cache[:n] if len(cache) > n else cache)
+
+    def _crc32c_values(self, mv: memoryview, n: int, first_sector: int) -> list[int]:
+        if n < 8:
+            crc, pack, v0 = _crc32c.crc32c, _LE64.pack, self._state.v
+            bs, spb = self.block_size, self.sectors_per_block
+            return [crc(mv[i * bs:(i + 1) * bs], crc(pack(first_sector + i * spb), v0))
+                    for i in range(n)]
+        return list(map(_crc32c.crc32c, self._block_views(mv, n),
+                        self._prefix_values(n, first_sector)))
 
     def _crc32_values(self, mv: memoryview, n: int, first_sector: int) -> list[int]:
-        crc, pack, c0 = zlib.crc32, _LE64.pack, self._state.c ^ _M32
-        bs, spb = self.block_size, self.sectors_per_block
-        return [crc(mv[i * bs:(i + 1) * bs], crc(pack(first_sector + i * spb), c0)) ^ _M32
-                for i in range(n)]
+        if n < 8:
+            crc, pack, c0 = zlib.crc32, _LE64.pack, self._state.c ^ _M32
+            bs, spb = self.block_size, self.sectors_per_block
+            return [crc(mv[i * bs:(i + 1) * bs], crc(pack(first_sector + i * spb), c0))
+                    ^ _M32 for i in range(n)]
+        return [v ^ _M32 for v in map(zlib.crc32, self._block_views(mv, n),
+                                       self._prefix_values(n, first_sector))]
 
     def verify(self, data, first_sector: int, stored, *,
                allow_discards: bool = False) -> int | None:
