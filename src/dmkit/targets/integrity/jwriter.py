@@ -155,7 +155,11 @@ class JournalWriter:
         self._entry_idx = np.arange(jg.entry_size, dtype=np.int64)
         self._sec_idx = np.arange(8, dtype=np.int64)
         self._hi_idx = np.arange(4, 8, dtype=np.int64)
-        self._sector_nr = np.arange(jg.section_sectors, dtype=np.uint64)
+        #: ``(section << 32) ^ sector`` of every journal sector (what a commit id is xored
+        #: with), as (sections, section sectors)
+        self._id_salt = ((np.arange(self.n_sections, dtype=np.uint64)[:, None]
+                          << np.uint64(32))
+                         ^ np.arange(jg.section_sectors, dtype=np.uint64)[None, :])
         #: the journal as 64-bit words; in a section's first 8 sectors, entry n is row
         #: n % 8, column n // 8 of (8, entries_per_sector, entry_size / 8) words
         self._words = self.np.view("<u8")
@@ -249,9 +253,8 @@ class JournalWriter:
             return
         a, b = section * self.section_bytes, (section + count) * self.section_bytes
         ids = self.np[a:b].view("<u8").reshape(count, -1, 64)
-        salt = ((np.arange(section, section + count, dtype=np.uint64)[:, None]
-                 << np.uint64(32)) ^ self._sector_nr[None, :])
-        ids[:, :, 63] = np.uint64(self.commit_ids[seq]) ^ salt
+        np.bitwise_xor(self._id_salt[section:section + count], np.uint64(self.commit_ids[seq]),
+                       out=ids[:, :, 63])
 
     def _write_macs(self, section: int) -> None:
         if self.mac is None:
