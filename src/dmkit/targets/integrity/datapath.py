@@ -218,9 +218,10 @@ class DataPath:
                        None if tags is None else tags[done * ts:])
             done += k
             if jw.uncommitted_entries >= self.commit_watermark_entries:
-                # the watermark: commit the full sections (a FLUSH/FUA, commit_time or a
-                # full journal commits the rest, padded)
-                self._commit(pad=False)
+                # the watermark: commit the full sections, without waiting for them to
+                # be durable (a FLUSH/FUA, commit_time or a full journal commits the
+                # rest, padded, and flushes both)
+                self._commit(pad=False, durable=False)
         if jw.has_uncommitted:
             self._schedule_autocommit()
 
@@ -265,13 +266,13 @@ class DataPath:
         else:
             self._flush_buffers(True)
 
-    def _commit(self, *, pad: bool = True) -> None:
+    def _commit(self, *, pad: bool = True, durable: bool = True) -> None:
         """``integrity_commit``.  The journal goes home lazily: when the journal has no
         free entry left for a write, before a discard of journaled blocks, and at close
         (see :meth:`_journal_write`)."""
         self._autocommit_at = None
         try:
-            self.journal.commit(pad=pad)
+            self.journal.commit(pad=pad, durable=durable)
         except DmkitError as e:
             self._fail(e)
             raise

@@ -198,6 +198,7 @@ class JournalWriter:
         self.free_sectors = self.jg.entries
         self.newest.clear()
         self.wrote_to_journal = False
+        self.unflushed = False
         self._mark_unused(np.arange(self.total_entries, dtype=np.int64))
 
     def _mark_unused(self, positions: np.ndarray) -> None:
@@ -272,25 +273,31 @@ class JournalWriter:
             return None
         return first_bad_section_mac(self.mem, self.jg, self.mac, start, n)
 
-    def write_sections(self, start: int, n: int) -> None:
+    def write_sections(self, start: int, n: int, *, fua: bool = True) -> None:
         """``write_journal``: MACs, encryption, then one FUA write (two when the range
         wraps)."""
         for k in range(n):
             self._write_macs((start + k) % self.n_sections)
         if start + n <= self.n_sections:
-            self._write(start, n)
+            self._write(start, n, fua)
         else:
             to_end = self.n_sections - start
-            self._write(start, to_end)
-            self._write(0, n - to_end)
+            self._write(start, to_end, fua)
+            self._write(0, n - to_end, fua)
 
-    def _write(self, start: int, n: int) -> None:
+    def _write(self, start: int, n: int, fua: bool = True) -> None:
         a, b = start * self.section_bytes, (start + n) * self.section_bytes
         sector = self.first_sector + (a >> SECTOR_SHIFT)
         data = memoryview(self.mem)[a:b]
         if self.crypt is not None:
             data = self.crypt.encrypt(data, start)
-        self.dev.submit(Bio.write(sector, data, _FUA))
+        self.dev.submit(Bio.write(sector, data, _FUA if fua else 0))
+
+    def make_durable(self) -> None:
+        """Flush the journal device if committed sections were written without FUA."""
+        if self.unflushed:
+            self.dev.flush()
+            self.unflushed = False
 
     # -- adding blocks --------------------------------------------------------------------
     def add(self, logical_sector: int, data, tags) -> int:
@@ -347,10 +354,15 @@ class JournalWriter:
         self.newest.update(zip(range(sector, sector + k * spb, spb), range(p0, p0 + k)))
 
     # -- commit -----------------------------------------------------------------------------
-    def commit(self, *, pad: bool = True) -> int:
+    def commit(self, *, pad: bool = True, durable: bool = True) -> int:
         """``integrity_commit`` in journal mode: pad, stamp, write.  Returns the number of
         sections committed.  ``pad=False`` commits the full sections only and leaves a
-        part-filled one to fill on (unless it is all there is)."""
+        part-filled one to fill on (unless it is all there is).
+
+        ``durable=False`` writes the sections without FUA (``unflushed``): they replay if
+        they reached the disk, and nothing relies on them yet; a durable commit (or
+        :meth:`make_durable`, which write-home calls first) then flushes them together with
+        its own, so every section is durable before any of its blocks goes home."""
         if self.free_section_entry and (pad or not self.n_uncommitted_sections):
             self.free_sectors -= self.section_entries - self.free_section_entry
             self.free_section_entry = 0
@@ -358,6 +370,8 @@ class JournalWriter:
             self.n_uncommitted_sections += 1
         n = self.n_uncommitted_sections
         if not n:
+            if durable:
+                self.make_durable()
             return 0
         self.wrote_to_journal = True
         start = self.uncommitted_section
@@ -366,7 +380,14 @@ class JournalWriter:
         if start + n >= self.n_sections:     # the sequence advances as the journal wraps
             self.commit_seq = next_commit_seq(self.commit_seq)
             self._stamp(0, self.commit_seq, n - first)
-        self.write_sections(start, n)
+        if not durable:
+            self.write_sections(start, n, fua=False)
+            self.unflushed = True
+        elif self.unflushed:
+            self.write_sections(start, n, fua=False)
+            self.make_durable()
+        else:
+            self.write_sections(start, n)
         self.uncommitted_section = (start + n) % self.n_sections
         self.n_uncommitted_sections = 0
         self.n_committed_sections += n
@@ -424,6 +445,7 @@ class JournalWriter:
         n = self.n_committed_sections
         if not n:
             return 0
+        self.make_durable()
         spb, bs, E = self.spb, self.block_bytes, self.section_entries
         newest = self.newest
         pos = self._section_positions(self.committed_section, n)
