@@ -1,4 +1,4 @@
-"""Layouts beyond the shared fixtures, made by a real kernel through ../shared/oracle:
+"""Layouts beyond the shared fixtures, made by a real kernel through the kernel oracle (QEMU):
 old padding, 1024/2048-byte blocks, odd and truncated tag sizes (tags straddling sectors),
 xxhash64, the kernel's crc32, hmac(sha512), no fix_hmac, a small interleave, a separate
 metadata device with 4 KiB blocks, reserved start sectors, and the old-padding /

@@ -152,7 +152,7 @@ def main(workdir: str, cases_file: str = "crash_cases.txt",
                 p.unlink()
     (HERE / out_json).write_text(json.dumps(
         {"made_by": "tests/vectors/integrity/oracle-format/crash.py through "
-                    "../shared/oracle/kernel-run", "cases": records}, indent=1) + "\n")
+                    "$KERNEL_RUN (the kernel oracle)", "cases": records}, indent=1) + "\n")
     for r in records:
         exp = r["dmkit_export"]
         replayed = exp.get("journal_replayed_blocks") if isinstance(exp, dict) else "?"

@@ -131,7 +131,7 @@ def main(workdir: str) -> int:
         records.append(rec)
     manifest = {
         "made_by": "tests/vectors/integrity/oracle-format/import.py through "
-                   "../shared/oracle/kernel-run",
+                   "$KERNEL_RUN (the kernel oracle)",
         "versions": (out / "versions.txt").read_text() if (out / "versions.txt").exists()
         else None,
         "cases": records,

@@ -1,6 +1,6 @@
 """What does `integritysetup format` write?  Ask the real kernel.
 
-Run on a host with ../shared/oracle set up (see tests/vectors/README.md, "oracle-format"):
+Run on a host with the kernel oracle ($KERNEL_RUN) set up (see tests/vectors/README.md, "oracle-format"):
 
     .venv/bin/python tests/vectors/integrity/oracle-format/reference.py WORKDIR
 
@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-KERNEL_RUN = Path(os.environ.get("KERNEL_RUN", "/work/shared/oracle/kernel-run"))
+KERNEL_RUN = Path(os.environ.get("KERNEL_RUN") or sys.exit("set KERNEL_RUN to the oracle's kernel-run script"))
 
 
 def garbage(nr_sectors: int) -> bytes:
@@ -104,7 +104,7 @@ def main(workdir: str) -> int:
         records.append(rec)
     manifest = {
         "made_by": "tests/vectors/integrity/oracle-format/reference.py through "
-                   "../shared/oracle/kernel-run",
+                   "$KERNEL_RUN (the kernel oracle)",
         "versions": versions,
         "garbage": "sector s of every disk before format = "
                    "sha256(b'dmkit-garbage:%d' % s).digest() * 16",

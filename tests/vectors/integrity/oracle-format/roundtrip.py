@@ -5,7 +5,7 @@ back what the kernel then writes?
 
 For every case of ``roundtrip_cases.txt``: the disks start as garbage (as in
 reference.py); dmkit formats them on the host (``dmkit integrity format --batch-mode``, a
-random salt); in the guest (../shared/oracle/kernel-run) ``integritysetup open`` with the
+random salt); in the guest ($KERNEL_RUN (the kernel oracle)) ``integritysetup open`` with the
 same algorithm, key, journal and data-device options and the case's mode (J, B or D)
 maps it; the whole mapped device is read (it must be all zeros, with no I/O error and a
 mismatch count of 0 in ``dmsetup status``), the pattern (sector ``s`` =
@@ -188,7 +188,7 @@ def main(workdir: str) -> int:
         os.unlink(exp)
     manifest = {
         "made_by": "tests/vectors/integrity/oracle-format/roundtrip.py through "
-                   "../shared/oracle/kernel-run",
+                   "$KERNEL_RUN (the kernel oracle)",
         "versions": (out / "versions.txt").read_text() if (out / "versions.txt").exists()
         else None,
         "cases": records,

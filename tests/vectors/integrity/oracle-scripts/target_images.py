@@ -1,6 +1,6 @@
 """Does the real kernel read what dmkit's integrity target wrote?  Ask it.
 
-Run on a host with ../shared/oracle set up (see tests/vectors/README.md, "Images the
+Run on a host with the kernel oracle ($KERNEL_RUN) set up (see tests/vectors/README.md, "Images the
 integrity target wrote, read by the kernel"):
 
     .venv/bin/python tests/vectors/integrity/oracle-scripts/target_images.py WORKDIR
@@ -39,7 +39,7 @@ from dmkit.block import FileDevice  # noqa: E402
 from dmkit.dm import DeviceResolver, MappedDevice  # noqa: E402
 from dmkit.targets.integrity.target import IntegrityTarget  # noqa: E402
 
-KERNEL_RUN = Path(os.environ.get("KERNEL_RUN", "/work/shared/oracle/kernel-run"))
+KERNEL_RUN = Path(os.environ.get("KERNEL_RUN") or sys.exit("set KERNEL_RUN to the oracle's kernel-run script"))
 KEY32 = hashlib.shake_256(b"dmkit-oracle-key:k32").digest(32).hex()
 KEY64 = hashlib.shake_256(b"dmkit-oracle-key:k64").digest(64).hex()
 
