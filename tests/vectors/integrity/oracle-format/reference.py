@@ -24,7 +24,9 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-KERNEL_RUN = Path(os.environ.get("KERNEL_RUN") or sys.exit("set KERNEL_RUN to the oracle's kernel-run script"))
+def _kernel_run() -> str:
+    """The oracle's kernel-run script, from $KERNEL_RUN (checked when a guest is run)."""
+    return os.environ.get("KERNEL_RUN") or sys.exit("set KERNEL_RUN to the oracle's kernel-run script")
 
 
 def garbage(nr_sectors: int) -> bytes:
@@ -79,7 +81,7 @@ def main(workdir: str) -> int:
             opts = [f"/in/{o[4:]}" if o.startswith("@in/") else o for o in opts]
             lines.append(f"{devs[0]} {c['name']} {' '.join(opts)}")
         (work / "cases.txt").write_text("\n".join(lines) + "\n")
-        cmd = [str(KERNEL_RUN), "--timeout", "900", "--in", str(work / "cases.txt"),
+        cmd = [_kernel_run(), "--timeout", "900", "--in", str(work / "cases.txt"),
                "--in", str(work / "k32"), "--in", str(work / "k64"), "--out", str(out),
                str(HERE / "reference.sh"), *map(str, disks)]
         print(f"batch {b + 1}/{len(batches)}: " + " ".join(cmd), flush=True)

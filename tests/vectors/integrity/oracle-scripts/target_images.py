@@ -39,7 +39,9 @@ from dmkit.block import FileDevice  # noqa: E402
 from dmkit.dm import DeviceResolver, MappedDevice  # noqa: E402
 from dmkit.targets.integrity.target import IntegrityTarget  # noqa: E402
 
-KERNEL_RUN = Path(os.environ.get("KERNEL_RUN") or sys.exit("set KERNEL_RUN to the oracle's kernel-run script"))
+def _kernel_run() -> str:
+    """The oracle's kernel-run script, from $KERNEL_RUN (checked when a guest is run)."""
+    return os.environ.get("KERNEL_RUN") or sys.exit("set KERNEL_RUN to the oracle's kernel-run script")
 KEY32 = hashlib.shake_256(b"dmkit-oracle-key:k32").digest(32).hex()
 KEY64 = hashlib.shake_256(b"dmkit-oracle-key:k64").digest(64).hex()
 
@@ -147,7 +149,7 @@ def main(workdir: str) -> int:
             lines.append(f"{m['name']} {' '.join(words)}")
         cases_file = work / "target_cases.in"
         cases_file.write_text("\n".join(lines) + "\n")
-        r = subprocess.run([str(KERNEL_RUN), "--timeout", "900", "--in", str(cases_file),
+        r = subprocess.run([_kernel_run(), "--timeout", "900", "--in", str(cases_file),
                             "--out", str(out), str(HERE / "target_check.sh"),
                             *map(str, disks)])
         if r.returncode != 0:
