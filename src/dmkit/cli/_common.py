@@ -7,7 +7,9 @@ import errno
 import json
 import logging
 import os
+import stat
 import sys
+import tempfile
 from typing import Iterator
 
 import click
@@ -18,7 +20,7 @@ from ..errors import DeviceError
 from .state import StateResolver, StateStore
 
 __all__ = ["read_table", "build_table", "open_named", "segments", "emit_json", "leaf_files",
-           "same_file_as_leaf", "STDIO"]
+           "same_file_as_leaf", "replacing_file", "STDIO"]
 
 log = logging.getLogger("dmkit.cli")
 
@@ -97,3 +99,32 @@ def same_file_as_leaf(dev: MappedDevice, st: os.stat_result) -> FileDevice | Non
         if lst.st_rdev and lst.st_rdev == st.st_rdev:
             return leaf
     return None
+
+
+@contextlib.contextmanager
+def replacing_file(path: str, st: os.stat_result | None, error_cls=DeviceError):
+    """Write a new regular file at ``path`` through a temporary file beside it, renamed
+    over ``path`` only when the ``with`` body succeeds: a failed copy leaves an existing
+    file untouched.  The result gets the old file's mode (``st``), else what ``open``
+    would have given."""
+    directory = os.path.dirname(os.path.abspath(path))
+    try:
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.",
+                                   suffix=".dmkit-tmp")
+    except OSError as e:
+        raise error_cls(f"{path}: cannot create: {e.strerror}", errno=e.errno) from None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            yield f
+        if st is not None:
+            mode = stat.S_IMODE(st.st_mode)
+        else:
+            umask = os.umask(0)
+            os.umask(umask)
+            mode = 0o666 & ~umask
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise

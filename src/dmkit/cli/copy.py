@@ -28,7 +28,7 @@ import click
 from ..block import SECTOR_SHIFT, write_bytes
 from ..dm import MappedDevice
 from ..errors import DeviceError, DmkitError
-from ._common import STDIO, build_table, emit_json, read_table, same_file_as_leaf
+from ._common import STDIO, build_table, emit_json, read_table, replacing_file, same_file_as_leaf
 from .progress import progress
 
 __all__ = ["export_cmd", "import_cmd", "CHUNK_BYTES"]
@@ -106,28 +106,8 @@ def _output_file(path: str, dev: MappedDevice) -> Iterator[BinaryIO]:
             with open(path, "wb") as f:
                 yield f
             return
-    directory = os.path.dirname(os.path.abspath(path))
-    try:
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.",
-                                   suffix=".dmkit-tmp")
-    except OSError as e:
-        raise DeviceError(f"{path}: cannot create: {e.strerror}", errno=e.errno) from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            yield f
-        # mkstemp makes 0600; give the file the mode open() would have
-        if st is not None:
-            mode = stat.S_IMODE(st.st_mode)
-        else:
-            umask = os.umask(0)
-            os.umask(umask)
-            mode = 0o666 & ~umask
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    with replacing_file(path, st, DeviceError) as f:
+        yield f
 
 
 # -- import ------------------------------------------------------------------------------

@@ -15,7 +15,6 @@ import errno as _errno
 import os
 import stat
 import sys
-import tempfile
 import time
 from typing import BinaryIO, Iterator
 
@@ -28,7 +27,7 @@ from ..errors import DmkitError, IntegrityError
 from ..targets.integrity import IntegrityReader, IntegrityTarget, JournalStatus, read_superblock
 from ..targets.integrity.layout import SbFlags
 from ..targets.integrity.tags import algorithm
-from ._common import STDIO, emit_json
+from ._common import STDIO, emit_json, replacing_file
 from ._integrity_common import (
     InputError,
     VerificationFailed,
@@ -260,27 +259,8 @@ def _output_file(path: str, leaves: list[os.stat_result]) -> Iterator[BinaryIO]:
             with open(path, "wb") as f:
                 yield f
             return
-    directory = os.path.dirname(os.path.abspath(path))
-    try:
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.",
-                                   suffix=".dmkit-tmp")
-    except OSError as e:
-        raise InputError(f"{path}: cannot create: {e.strerror}", errno=e.errno) from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            yield f
-        if st is not None:
-            mode = stat.S_IMODE(st.st_mode)
-        else:
-            umask = os.umask(0)
-            os.umask(umask)
-            mode = 0o666 & ~umask
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    with replacing_file(path, st, InputError) as f:
+        yield f
 
 # -- import ------------------------------------------------------------------------------
 
