@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import sys
 import time
 from typing import Callable
 
@@ -53,6 +52,10 @@ from dmkit.targets.integrity.tags import TagFunction
 from ..harness import Timings, measure
 from ..raw import fill_image, fill_pattern, open_images, raw_read_pass, raw_write_pass
 from ..registry import CaseContext, Workload, register
+from ._judge import Recorder as _Recorder
+from ._judge import ratio as _ratio
+from ._judge import stats as _stats
+from ._judge import target as _target
 from .targets import _require_target, dm_read_pass, dm_write_pass
 
 __all__: list[str] = []
@@ -168,38 +171,6 @@ class _HmacTagsAlone:
 
 
 # -- the passes the harness times, recorded so the case can judge its targets ------------------
-
-class _Recorder:
-    """Wraps a pass; keeps the wall-clock seconds of every call (the harness times the same
-    calls: the difference is one Python call)."""
-
-    def __init__(self, fn: Callable[[], int]):
-        self.fn = fn
-        self.seconds: list[float] = []
-
-    def __call__(self) -> int:
-        t0 = time.perf_counter()
-        n = self.fn()
-        self.seconds.append(time.perf_counter() - t0)
-        return n
-
-
-def _stats(t: Timings) -> dict:
-    return {"best": round(t.best, 1), "median": round(t.median, 1)}
-
-
-def _ratio(a: Timings, b: Timings) -> dict:
-    return {"best": round(a.best / b.best, 3), "median": round(a.median / b.median, 3)}
-
-
-def _target(name: str, what: str, ratio: dict, threshold: float) -> dict:
-    ok = ratio["best"] >= threshold
-    print(f"{name}: target {what} >= {threshold}: best {ratio['best']:.3f} "
-          f"(median {ratio['median']:.3f}): meets_target: {'true' if ok else 'false'}",
-          file=sys.stderr, flush=True)
-    return {"target": f"{what} >= {threshold}", "threshold": threshold,
-            "ratio": ratio, "judged_on": "best", "meets_target": ok}
-
 
 # -- the cases --------------------------------------------------------------------------------
 

@@ -85,6 +85,10 @@ from dmkit.luks.volume import DataSegment, integrity_spec
 from ..harness import MIB, Timings
 from ..raw import fill_image, fill_pattern, open_images, raw_read_pass
 from ..registry import CaseContext, Workload, register
+from ._judge import Recorder as _Recorder
+from ._judge import ratio as _ratio
+from ._judge import stats as _stats
+from ._judge import target as _target
 from .peers import find_tool, image_opts_value, run_tool, tool_version
 
 __all__: list[str] = []
@@ -295,39 +299,8 @@ def _interleave(passes: list[_Pass], repeat: int) -> dict[str, Timings]:
     return {p.name: Timings(seconds[p.name], nbytes[p.name]) for p in passes}
 
 
-class _Recorder:
-    """Wraps a pass; keeps the wall-clock seconds of every call (the harness times the same
-    calls), so the case knows how many timed passes the harness made."""
-
-    def __init__(self, fn: Callable[[], int]):
-        self.fn = fn
-        self.seconds: list[float] = []
-
-    def __call__(self) -> int:
-        t0 = time.perf_counter()
-        n = self.fn()
-        self.seconds.append(time.perf_counter() - t0)
-        return n
-
-
-def _stats(t: Timings) -> dict:
-    return {"best": round(t.best, 1), "median": round(t.median, 1)}
-
-
-def _ratio(a: Timings, b: Timings) -> dict:
-    return {"best": round(a.best / b.best, 3), "median": round(a.median / b.median, 3)}
-
-
 def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
-
-
-def _target(case: str, what: str, ratio: dict, threshold: float) -> dict:
-    ok = ratio["best"] >= threshold
-    _log(f"{case}: target {what} >= {threshold}: best {ratio['best']:.3f} "
-         f"(median {ratio['median']:.3f}): meets_target: {'true' if ok else 'false'}")
-    return {"target": f"{what} >= {threshold}", "threshold": threshold, "ratio": ratio,
-            "judged_on": "best", "meets_target": ok}
 
 
 def _not_measured(case: str, what: str, threshold: float, reason: str) -> dict:
