@@ -18,8 +18,8 @@ DEMO_DIR ?= demo-data
 venv: $(STAMP)
 
 # Re-installs when pyproject.toml changes (new dependencies) or the optional C
-# accelerator (setup.py, src/dmkit/crypto/_xtsfix.c) does.
-$(STAMP): pyproject.toml setup.py src/dmkit/crypto/_xtsfix.c
+# accelerators (setup.py, src/dmkit/crypto/_xts*.c) do.
+$(STAMP): pyproject.toml setup.py src/dmkit/crypto/_xtsfix.c src/dmkit/crypto/_xtsevp.c
 	@scripts/install-deps.sh venv
 	@if ! $(VPY) -m pip --version >/dev/null 2>&1; then \
 		rm -rf $(VENV) && echo "$(PYTHON) -m venv $(VENV)" && $(PYTHON) -m venv $(VENV); \

@@ -1,7 +1,8 @@
 #!/bin/sh
 # Install the Debian packages dmkit's set-up and tests need, only when something is missing.
 #
-#   scripts/install-deps.sh venv   python3 with a working venv module (python3-venv)
+#   scripts/install-deps.sh venv   python3 with a working venv module (python3-venv), and
+#                                  gcc and libssl-dev for the optional C accelerators
 #   scripts/install-deps.sh test   the tools interop tests run: cryptsetup, integritysetup,
 #                                  qemu-img, nbdinfo, nbdkit, fusermount3, keyctl, zstd
 #
@@ -29,6 +30,12 @@ case "$mode" in
         elif ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
             missing_cmds="python3 -m venv"
             missing_pkgs="python3-venv"
+        fi
+        # the optional C accelerators (setup.py): a compiler and libcrypto's headers
+        need_cmd gcc gcc
+        if [ ! -e /usr/include/openssl/evp.h ]; then
+            missing_cmds="$missing_cmds openssl/evp.h"
+            missing_pkgs="$missing_pkgs libssl-dev"
         fi
         ;;
     test)

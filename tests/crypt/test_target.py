@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from dmkit.block import Bio, IntegrityProfile, MemoryDevice
 from dmkit.dm import DeviceResolver, MappedDevice
-from dmkit.errors import IntegrityError, NotSupportedError, TableError
+from dmkit.errors import BlockIOError, IntegrityError, NotSupportedError, TableError
 
 from ..conftest import pattern
 from ._vectors import VECTORS
@@ -552,3 +552,106 @@ def test_keyring_references(tmp_path):
         crypt_dev("aes-xts-plain64 :64:user:nope 0 lower 0", lower, keyring=ring)
     with pytest.raises(TableError, match="trusted|not supported"):
         crypt_dev("aes-xts-plain64 :64:trusted:x 0 lower 0", lower, keyring=ring)
+
+
+# -- the numpy-free XTS path (dmkit.crypto.fastxts) against the general path -------------------
+
+@pytest.mark.skipif(not __import__("dmkit.crypto.fastxts", fromlist=["x"]).available(),
+                    reason="the optional libcrypto accelerator (dmkit.crypto._xtsevp) was not "
+                           "built")
+@settings(max_examples=40, deadline=None)
+@given(ivmode=st.sampled_from(["plain64", "plain", "plain64be"]),
+       key=st.sampled_from([KEY32, KEY64, bytes(range(100, 164))]),
+       sector_size=st.sampled_from([512, 4096]), large=st.booleans(),
+       iv_offset=st.sampled_from([0, 8, 2**32 - 8, 2**40]),
+       ops=st.lists(st.tuples(st.integers(0, 31), st.integers(1, 8), st.integers(0, 255)),
+                    min_size=1, max_size=6))
+def test_fast_xts_path_equals_the_general_path(ivmode, key, sector_size, large, iv_offset,
+                                               ops):
+    """The same table through the C path and the numpy path writes the same ciphertext to
+    the device below, and each reads what the other wrote."""
+    from dmkit.targets.crypt import target as crypt_target
+
+    step = sector_size // 512
+    feats = [f"sector_size:{sector_size}"] if sector_size != 512 else []
+    if large:
+        feats.append("iv_large_sectors")
+    opt = f" {len(feats)} {' '.join(feats)}" if feats else ""
+    args = f"aes-xts-{ivmode} {key.hex()} {iv_offset} lower 0{opt}"
+    fast_lower, slow_lower = MemoryDevice(256), MemoryDevice(256)
+    fast = crypt_dev(args, fast_lower)
+    assert fast.targets[0]._fast is not None
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(crypt_target, "fast_xts", lambda *a: None)
+        slow = crypt_dev(args, slow_lower)
+    assert slow.targets[0]._fast is None
+    for start, count, fill in ops:
+        s, n = start * step, min(count * step, 256 - start * step)
+        if n <= 0:
+            continue
+        data = bytes((fill + i) & 0xFF for i in range(n * 512))
+        fast.write(s, data)
+        slow.write(s, data)
+        assert fast_lower.buf == slow_lower.buf
+        assert fast.read(s, n) == data
+        assert slow.read(s, n) == data
+    assert fast.read(0, 256) == slow.read(0, 256)
+    # each reads what the other wrote
+    fast_lower.buf[:], slow_lower.buf[:] = bytes(slow_lower.buf), bytes(fast_lower.buf)
+    assert fast.read(0, 256) == slow.read(0, 256)
+
+
+def test_fast_xts_read_failure_hands_back_no_ciphertext():
+    lower = MemoryDevice(64)
+    dev = crypt_dev(f"aes-xts-plain64 {KEY64.hex()} 0 lower 0", lower)
+    dev.write(0, bytes(range(256)) * 2 * 64)
+    assert dev.targets[0]._fast is not None
+    r = DeviceResolver({"lower": lower})
+    stack = MappedDevice.from_table("0 32 linear lower 0\n32 32 error\n", resolver=r)
+    top = crypt_dev(f"aes-xts-plain64 {KEY64.hex()} 0 lower 0", stack, name="lower")
+    buf = bytearray(b"\xAA" * (64 * 512))
+    with pytest.raises(BlockIOError):
+        top.readinto(0, memoryview(buf))
+    assert buf == bytes(len(buf))
+
+
+def test_spec_size_table_matches_the_cipher_classes():
+    """spec.py keeps (iv_size, block_size) without importing the ciphers; they agree."""
+    from dmkit import crypto
+    from dmkit.targets.crypt import spec
+
+    for table in (spec._SKCIPHERS, spec._AEADS):
+        for api, (iv_size, block_size, name) in table.items():
+            cls = getattr(crypto, name)
+            assert (cls.iv_size, cls.block_size) == (iv_size, block_size), api
+
+
+def test_reading_a_plain_xts_volume_does_not_load_numpy(tmp_path):
+    """The CLI's export of an aes-xts-plain64 LUKS2 volume runs without numpy (its import
+    is most of a new process's start-up); any other cipher still works through it."""
+    import subprocess
+    import sys
+
+    from dmkit.crypto import fastxts
+
+    if not fastxts.available():
+        pytest.skip("the optional libcrypto accelerator (dmkit.crypto._xtsevp) was not built")
+    import dmkit.luks as luks
+
+    img = tmp_path / "v.img"
+    img.write_bytes(bytes(20 << 20))
+    from tests.luks._util import FAST
+
+    luks.format(str(img), "pw", pbkdf=FAST, keyslots_size=(1 << 20) - 32768).wipe()
+    (tmp_path / "pw").write_bytes(b"pw")
+    code = ("import sys, runpy; sys.argv = ['dmkit', 'luks', 'export', sys.argv[1], "
+            "sys.argv[2], '--key-file', sys.argv[3]]\n"
+            "try:\n    runpy.run_module('dmkit', run_name='__main__')\n"
+            "except SystemExit as e:\n    assert not e.code, e.code\n"
+            "bad = sorted(m for m in ('numpy', 'dmkit.targets.integrity', 'crc32c') "
+            "if m in sys.modules)\n"
+            "print('loaded:', bad)\n")
+    out = subprocess.run([sys.executable, "-c", code, str(img), str(tmp_path / "o"),
+                          str(tmp_path / "pw")], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "loaded: []", out.stdout + out.stderr
+    assert (tmp_path / "o").stat().st_size > 0

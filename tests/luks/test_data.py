@@ -327,3 +327,35 @@ def test_export_stops_or_zero_fills():
         n = vol.nr_sectors
         assert out.getvalue() == pattern(0, 700) + bytes(512) + pattern(701, n - 701)
         assert seen[-1][0] == seen[-1][1] == n * 512
+
+
+@pytest.mark.parametrize("kw,parallel", [
+    (dict(cipher="aes-xts-plain64"), True),
+    (dict(cipher="aes-xts-plain64", sector_size=4096), True),
+    (dict(type="luks1", cipher="aes-xts-plain64"), True),
+    (dict(cipher="aes-cbc-essiv:sha256"), False),          # the general (numpy) path
+    (dict(cipher="aes-gcm-random", integrity="aead"), False),  # integrity: one thread
+], ids=["xts", "xts-4k", "luks1-xts", "cbc-essiv", "gcm-aead"])
+def test_export_to_a_file_on_threads_equals_one_thread(tmp_path, kw, parallel):
+    """A plain XTS volume exported to a regular file is read on several threads; the file
+    is byte for byte what one thread writes, after what the file already held, and the
+    file position ends after it."""
+    from dmkit.block.parallel import parallel_reads_safe
+    from dmkit.crypto import fastxts
+
+    dev = _filled(kw)
+    with luks.open(dev, "pw") as vol:
+        assert parallel_reads_safe(vol.device) == (parallel and fastxts.available())
+        outs = {}
+        for workers in (1, 3):
+            p = tmp_path / f"out{workers}"
+            seen = []
+            with open(p, "wb") as f:
+                f.write(b"HEAD")
+                assert vol.export(f, workers=workers, chunk_bytes=64 << 10,
+                                  progress=lambda done, total, n: seen.append((done, n))) == []
+                assert f.tell() == 4 + vol.size_bytes
+                f.write(b"TAIL")
+            outs[workers] = p.read_bytes()
+            assert seen[-1][0] == vol.size_bytes == sum(n for _, n in seen)
+        assert outs[1] == outs[3] == b"HEAD" + pattern(0, vol.nr_sectors) + b"TAIL"

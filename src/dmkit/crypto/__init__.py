@@ -14,11 +14,17 @@ Keys are checked when an object is built, never printed by ``repr``, and ``wipe(
 zeroes dmkit's copy.
 """
 
-from .aead import (AeadSectorCipher, AesGcm, Authenc, AuthenticationFailed,
-                   ChaCha20Poly1305Rfc7539, authenc_key_blob, parse_authenc_key_blob)
-from .iv import (IV_MODES, BenbiIv, EboivIv, EssivIv, IvGenerator, NullIv, Plain64BeIv,
-                 Plain64Iv, PlainIv, RandomIv)
-from .skcipher import AesCbc, AesEcb, AesXts, NullCipher, SectorCipher
+# Loaded on first use (PEP 562), so that importing one submodule (the numpy-free
+# dmkit.crypto.fastxts, say) does not import numpy and every cipher.
+_WHERE = {
+    "AeadSectorCipher": "aead", "AesGcm": "aead", "Authenc": "aead",
+    "ChaCha20Poly1305Rfc7539": "aead", "authenc_key_blob": "aead",
+    "parse_authenc_key_blob": "aead", "AuthenticationFailed": "_key",
+    "IV_MODES": "iv", "BenbiIv": "iv", "EboivIv": "iv", "EssivIv": "iv", "IvGenerator": "iv",
+    "NullIv": "iv", "Plain64BeIv": "iv", "Plain64Iv": "iv", "PlainIv": "iv", "RandomIv": "iv",
+    "AesCbc": "skcipher", "AesEcb": "skcipher", "AesXts": "skcipher", "NullCipher": "skcipher",
+    "SectorCipher": "skcipher",
+}
 
 __all__ = [
     "SectorCipher", "AesXts", "AesCbc", "AesEcb", "NullCipher",
@@ -27,3 +33,18 @@ __all__ = [
     "IvGenerator", "PlainIv", "Plain64Iv", "Plain64BeIv", "EssivIv", "BenbiIv", "NullIv",
     "RandomIv", "EboivIv", "IV_MODES",
 ]
+
+
+def __getattr__(name: str):
+    mod = _WHERE.get(name)
+    if mod is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f".{mod}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

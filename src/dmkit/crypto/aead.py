@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 
 from ._buf import KeyHolder, as_ivs, check_key, u8
+from ._key import AuthenticationFailed
 from .skcipher import AES_KEY_SIZES, SectorCipher
 
 __all__ = ["AuthenticationFailed", "AeadSectorCipher", "AesGcm", "ChaCha20Poly1305Rfc7539",
@@ -36,14 +37,6 @@ CRYPTO_AUTHENC_KEYA_PARAM = 1
 _RTA = struct.Struct("<HH")        # struct rtattr: rta_len, rta_type (host order: LE here)
 _PARAM = struct.Struct(">I")       # struct crypto_authenc_key_param: __be32 enckeylen
 _RTA_SPACE = 8                     # RTA_SPACE(sizeof(param)) = RTA_ALIGN(4 + 4)
-
-
-class AuthenticationFailed(Exception):
-    """Unit ``index`` of a request failed authentication (the kernel's -EBADMSG)."""
-
-    def __init__(self, index: int):
-        super().__init__(f"authentication failed in unit {index}")
-        self.index = index
 
 
 class AeadSectorCipher(KeyHolder):

@@ -33,12 +33,11 @@ import numpy as np
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from ._buf import mv
+from .ivmodes import IV_MODES, UNSUPPORTED
 from .skcipher import AES_KEY_SIZES, SectorCipher
 
 __all__ = ["IvGenerator", "PlainIv", "Plain64Iv", "Plain64BeIv", "EssivIv", "BenbiIv",
            "NullIv", "RandomIv", "EboivIv", "IV_MODES", "UNSUPPORTED"]
-
-UNSUPPORTED = ("lmk", "tcw", "elephant")
 
 
 class IvGenerator:
@@ -203,5 +202,3 @@ class EboivIv(IvGenerator):
         self.cipher.encrypt(np.zeros(n * self.iv_size, np.uint8), out, buf, self.iv_size)
         return out.reshape(n, self.iv_size)
 
-
-IV_MODES = ("plain", "plain64", "plain64be", "essiv", "benbi", "null", "random", "eboiv")

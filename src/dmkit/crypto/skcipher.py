@@ -9,7 +9,10 @@ sectors to units and IVs.  These are the kernel crypto API's ``xts(aes)``, ``cbc
 
 Batching (DESIGN.md, "Speed"): a request is never one cipher context per unit.
 
-- XTS: one OpenSSL XTS call over the whole request.  That call chains tweaks across unit
+- XTS, first choice: the optional C accelerator :mod:`dmkit.crypto._xtsevp` runs OpenSSL's
+  XTS unit by unit in one call per request (one EVP context, a new IV per unit, the GIL
+  released), for 32- and 64-byte keys with different halves.
+- XTS, otherwise: one OpenSSL XTS call over the whole request.  That call chains tweaks across unit
   boundaries (block ``k`` gets ``U * x^k``) where each unit must restart from its own tweak
   ``T_s = AES_k2(IV_s)``; the difference is ``D[s, j] = (T_s ^ U * x^(B s)) * x^j``, so
   ``P = XTS_big(C ^ D) ^ D``.  The ``T_s`` come from one ECB call, ``U * x^(B s)`` is a
@@ -36,6 +39,10 @@ try:  # the optional C pass (setup.py); the numpy path below gives the same byte
     from . import _xtsfix
 except ImportError:  # pragma: no cover - depends on the build
     _xtsfix = None
+try:  # the optional libcrypto XTS over many units (setup.py); first choice when built
+    from . import _xtsevp
+except ImportError:  # pragma: no cover - depends on the build
+    _xtsevp = None
 
 __all__ = ["CHUNK_BYTES", "SectorCipher", "AesXts", "AesCbc", "AesEcb", "NullCipher",
            "AES_KEY_SIZES"]
@@ -213,7 +220,18 @@ class AesXts(SectorCipher):
             self._w[blocks] = w
         return w[:n]
 
+    @property
+    def _evp(self) -> bool:
+        """Whether :mod:`dmkit.crypto._xtsevp` can take this key (built; 32 or 64 bytes
+        with different halves: OpenSSL refuses equal halves for encryption)."""
+        k = self._key
+        return (_xtsevp is not None and len(k) in (32, 64)
+                and k[:len(k) // 2] != k[len(k) // 2:])
+
     def _units(self, decrypt, src, dst, ivs, unit_bytes):
+        if self._evp:
+            _xtsevp.crypt_ivs(self._key, dst, src, unit_bytes, mv(ivs), decrypt)
+            return
         n, blocks = len(ivs), unit_bytes // 16
         t = self.tweaks(ivs)
         if _xtsfix is not None:

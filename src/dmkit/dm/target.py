@@ -32,6 +32,10 @@ class Target(abc.ABC):
     passes_crypto: ClassVar[bool] = False
     #: how many FLUSH bios the target receives for one flush of the mapped device
     num_flush_bios: ClassVar[int] = 0
+    #: whether reads may be mapped on several threads at once (dmkit's own; see
+    #: dmkit.block.parallel): false unless a target knows it holds no shared state on the
+    #: read path and the devices below allow it
+    parallel_reads: bool = False
 
     def __init__(self, resolver: "DeviceResolver", start_sector: int, nr_sectors: int,
                  args: Sequence[str], *, read_only: bool = False):

@@ -27,17 +27,22 @@ import bisect
 import contextlib
 import logging
 import os
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from ..block import SECTOR_SHIFT, Bio, BlockDevice, BlockDeviceIO
 from ..block.bio import OP_FLUSH, OP_READ, OP_WRITE
+from ..block.parallel import default_workers, export_parallel, parallel_reads_safe, regular_file_fd
 from ..dm import DeviceResolver, MappedDevice
 from ..errors import (DmkitError, FormatError, IntegrityError, NotSupportedError, ReadOnlyError,
                       TableError)
 from ..keys import Keyring
-from ..targets.integrity.geometry import Geometry, format_superblock
-from ..targets.integrity.layout import SB_SECTORS, SbFlags, Superblock
 from .volume import DataSegment, IntegrityTableParams, Unlocked
+
+if TYPE_CHECKING:
+    from ..targets.integrity.layout import Superblock
+
+# The integrity target's modules (and numpy, which they use) are imported only for volumes
+# with integrity: opening a plain LUKS volume does not load them.
 
 __all__ = ["LuksDevice", "open_unlocked", "integrity_params", "plan_integrity",
            "format_integrity", "wipe", "WIPE_CHUNK_BYTES"]
@@ -59,6 +64,8 @@ def plan_integrity(device_sectors: int, segment: DataSegment) -> Superblock:
     """The superblock ``INTEGRITY_format`` would make for ``segment`` on a data device of
     ``device_sectors`` sectors (nothing written).  Raises :class:`FormatError` when the
     device is too small."""
+    from ..targets.integrity.geometry import format_superblock
+
     try:
         return format_superblock(device_sectors, tag_size=segment.integrity_tag_bytes,
                                  block_size=segment.sector_size,
@@ -71,6 +78,8 @@ def plan_integrity(device_sectors: int, segment: DataSegment) -> Superblock:
 
 
 def _read_superblock(data_dev: BlockDevice, segment: DataSegment) -> Superblock:
+    from ..targets.integrity.layout import SB_SECTORS, Superblock
+
     start = segment.offset_sectors
     if data_dev.nr_sectors < start + SB_SECTORS:
         raise FormatError(f"luks: {data_dev.name}: no room for the dm-integrity superblock at "
@@ -87,6 +96,9 @@ def integrity_params(data_dev: BlockDevice, segment: DataSegment, *,
                      mode: str = "J") -> IntegrityTableParams:
     """What the ``<name>_dif`` table needs from the superblock at the data offset, checked
     against the LUKS2 segment (tag size, sector size)."""
+    from ..targets.integrity.geometry import Geometry
+    from ..targets.integrity.layout import SbFlags
+
     sb = _read_superblock(data_dev, segment)
     where = f"luks: {data_dev.name}: dm-integrity superblock at sector {segment.offset_sectors}"
     if sb.integrity_tag_size != segment.integrity_tag_bytes:
@@ -121,6 +133,8 @@ def format_integrity(data_dev: BlockDevice, segment: DataSegment, *,
     """``INTEGRITY_format``: zero the 4 KiB at the data offset and let the integrity target
     write the superblock and empty journal there, as the kernel does on a zeroed device.
     Returns the superblock written."""
+    from ..targets.integrity.layout import SB_SECTORS
+
     if not segment.integrity:
         raise ValueError("this segment has no integrity")
     plan_integrity(data_dev.nr_sectors, segment)
@@ -242,7 +256,7 @@ class LuksDevice(BlockDeviceIO):
 
     def export(self, f, *, zero_on_error: bool = False,
                progress: Callable[[int, int, int], object] | None = None,
-               chunk_bytes: int = EXPORT_CHUNK_BYTES) -> list[int]:
+               chunk_bytes: int = EXPORT_CHUNK_BYTES, workers: int | None = None) -> list[int]:
         """Write the whole decrypted volume to the binary file ``f``; returns the sectors
         that failed authentication (512-byte units, one per encryption sector).
 
@@ -251,10 +265,20 @@ class LuksDevice(BlockDeviceIO):
         data before its chunk.  With it, a failing chunk is read again in 64 KiB pieces,
         and a failing piece sector by sector; failing sectors are written as zeros.
         ``progress(done_bytes, total_bytes, just_written)`` after each chunk.
+
+        A volume without integrity whose data path allows it, exported to a regular file, is
+        read on ``workers`` threads (default: one per CPU, see
+        :mod:`dmkit.block.parallel`); ``workers=1`` reads on the calling thread only.
         """
         dev = self.device
         total, unit = dev.size_bytes, dev.logical_block_size
         step = max(chunk_bytes // unit, 1) * unit
+        if (workers is None or workers > 1) and self.dif is None and total \
+                and parallel_reads_safe(dev) and regular_file_fd(f) is not None:
+            # no integrity: nothing can fail authentication; decrypt on every CPU
+            export_parallel(dev, f, chunk_bytes=step, progress=progress,
+                            workers=default_workers() if workers is None else workers)
+            return []
         buf = memoryview(bytearray(min(step, total)))
         bad: list[int] = []
         done = 0

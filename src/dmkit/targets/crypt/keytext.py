@@ -32,7 +32,7 @@ class KeyText:
         return f"<KeyText {len(self.key)} bytes{' ' + self.reference if self.reference else ''}>"
 
     def wipe(self) -> None:
-        from ...crypto._buf import wipe_bytearray
+        from ...crypto._key import wipe_bytearray
 
         wipe_bytearray(self.key)
 

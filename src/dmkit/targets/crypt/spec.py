@@ -26,16 +26,24 @@ import hashlib
 import re
 from dataclasses import dataclass
 
-from ...crypto import (AesCbc, AesEcb, AesGcm, AesXts, Authenc, ChaCha20Poly1305Rfc7539,
-                       NullCipher)
-from ...crypto.iv import UNSUPPORTED
+from ...crypto.ivmodes import UNSUPPORTED
 from ...errors import TableError
 
-__all__ = ["CipherSpec", "parse_cipher_spec", "build_ciphers"]
+__all__ = ["CipherSpec", "parse_cipher_spec", "build_ciphers", "iv_size_of"]
 
-_SKCIPHERS = {"xts(aes)": AesXts, "cbc(aes)": AesCbc, "ecb(aes)": AesEcb,
-              "ecb(cipher_null)": NullCipher}
-_AEADS = {"gcm(aes)": AesGcm, "rfc7539(chacha20,poly1305)": ChaCha20Poly1305Rfc7539}
+# (iv_size, block_size) of each cipher, and the dmkit.crypto class that implements it
+# (imported when a key is set: parsing a table does not load numpy and the ciphers;
+# tests/crypt check the sizes against the classes)
+_SKCIPHERS = {"xts(aes)": (16, 16, "AesXts"), "cbc(aes)": (16, 16, "AesCbc"),
+              "ecb(aes)": (0, 16, "AesEcb"), "ecb(cipher_null)": (0, 1, "NullCipher")}
+_AEADS = {"gcm(aes)": (12, 1, "AesGcm"),
+          "rfc7539(chacha20,poly1305)": (12, 1, "ChaCha20Poly1305Rfc7539")}
+
+
+def _class(name: str):
+    from ... import crypto
+
+    return getattr(crypto, name)
 _AUTHENC = re.compile(r"authenc\(hmac\(([a-z0-9_-]+)\),([a-z0-9_]+\([a-z0-9_]+\))\)")
 _MAX_ALG_NAME = 128  # CRYPTO_MAX_ALG_NAME
 
@@ -130,12 +138,12 @@ def iv_size_of(spec: CipherSpec, aead: bool) -> tuple[int, int]:
     """``(iv_size, block_size)`` of the named cipher, or a TableError if it is unknown."""
     api = spec.cipher_api
     if not aead:
-        cls = _SKCIPHERS.get(api)
-        if cls is None:
+        sizes = _SKCIPHERS.get(api)
+        if sizes is None:
             raise _alloc_error(spec, aead)
-        return cls.iv_size, cls.block_size
+        return sizes[0], sizes[1]
     if api in _AEADS:
-        return _AEADS[api].iv_size, 1
+        return _AEADS[api][0], _AEADS[api][1]
     m = _AUTHENC.fullmatch(api)
     if not m or m.group(2) not in ("xts(aes)", "cbc(aes)"):
         raise _alloc_error(spec, aead)
@@ -145,7 +153,7 @@ def iv_size_of(spec: CipherSpec, aead: bool) -> tuple[int, int]:
         raise _err(f"Invalid AEAD cipher spec {spec.text!r}: unknown hash "
                    f"{m.group(1)!r}") from None
     inner = _SKCIPHERS[m.group(2)]
-    return inner.iv_size, inner.block_size
+    return inner[0], inner[1]
 
 
 def mac_key_size(spec: CipherSpec) -> int:
@@ -163,16 +171,16 @@ def build_ciphers(spec: CipherSpec, key: bytes, *, aead: bool, tag_size: int = 0
     sub = len(key) // spec.keycount
     try:
         if not aead:
-            cls = _SKCIPHERS[spec.cipher_api]
+            cls = _class(_SKCIPHERS[spec.cipher_api][2])
             return [cls(key[i * sub:(i + 1) * sub]) for i in range(spec.keycount)]
         if spec.cipher_api in _AEADS:
-            return [_AEADS[spec.cipher_api](key, tag_size)]
+            return [_class(_AEADS[spec.cipher_api][2])(key, tag_size)]
         m = _AUTHENC.fullmatch(spec.cipher_api)
         mac = mac_key_size(spec)
         if len(key) <= mac:
             raise ValueError(f"{spec.cipher_api}: a {len(key)}-byte key leaves no room for "
                              f"the {mac}-byte HMAC key after the cipher key")
-        inner = _SKCIPHERS[m.group(2)](key[:len(key) - mac])
-        return [Authenc(inner, m.group(1), key[len(key) - mac:], tag_size)]
+        inner = _class(_SKCIPHERS[m.group(2)][2])(key[:len(key) - mac])
+        return [_class("Authenc")(inner, m.group(1), key[len(key) - mac:], tag_size)]
     except ValueError as e:
         raise _err(f"Error decoding and setting key: {e}") from None

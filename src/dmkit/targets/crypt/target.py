@@ -18,21 +18,17 @@ import logging
 import threading
 from typing import Sequence
 
-import numpy as np
-
-from ...block import SECTOR_SHIFT, Bio, BioIntegrityPayload, QueueLimits
+from ...block import SECTOR_SHIFT, Bio, QueueLimits
 from ...block.bio import OP_DISCARD, OP_FLUSH, OP_READ, OP_WRITE, OP_WRITE_ZEROES
-from ...crypto import AuthenticationFailed
-from ...crypto._buf import wipe_bytearray
-from ...crypto.iv import (IV_MODES, BenbiIv, EboivIv, EssivIv, NullIv, Plain64BeIv, Plain64Iv,
-                          PlainIv, RandomIv)
+from ...crypto._key import wipe_bytearray
+from ...crypto.fastxts import fast_xts
+from ...crypto.ivmodes import IV_MODES
 from ...dm.args import ArgReader, FeatureSet, parse_uint
 from ...dm.table import join_args
 from ...dm.target import Target
-from ...errors import (BlockIOError, DmkitError, IntegrityError, InvalidBioError,
-                       NotSupportedError, TableError)
+from ...errors import BlockIOError, InvalidBioError, NotSupportedError, TableError
 from .keytext import KeyText, key_size_of, parse_key_text
-from .spec import build_ciphers, iv_size_of, parse_cipher_spec
+from .spec import iv_size_of, parse_cipher_spec
 
 __all__ = ["CryptTarget", "INTEGRITY_PROFILE_NAME"]
 
@@ -75,6 +71,9 @@ class CryptTarget(Target):
         self._suspended = False
         self._key_valid = False
         self._ciphers: list = []
+        self._ivgen = None
+        #: the numpy-free path (dmkit.crypto.fastxts) when the cipher allows it, else None
+        self._fast = None
         self._key = bytearray()
         self._key_reference: str | None = None
         self._tls = threading.local()
@@ -148,7 +147,7 @@ class CryptTarget(Target):
             else:
                 raise g.error(f"Invalid feature arguments: unknown optional parameter {word!r}")
         self._step = self.sector_size >> SECTOR_SHIFT
-        self._shift = np.uint64(self._step.bit_length() - 1)
+        self._shift = self._step.bit_length() - 1
 
     def _setup_iv(self, spec) -> None:
         iv_size, self._block_size = iv_size_of(spec, self.aead)
@@ -182,31 +181,6 @@ class CryptTarget(Target):
                              "without aead stores only random IVs; the IV mode is "
                              f"{ivmode or 'none'} (use -random, or integrity:<n>:aead)")
 
-    def _make_iv_generator(self, ciphers, subkeys):
-        mode, size = self.ivmode, self.iv_size
-        if mode is None:
-            return None
-        if mode == "plain":
-            return PlainIv(size)
-        if mode == "plain64":
-            return Plain64Iv(size)
-        if mode == "plain64be":
-            return Plain64BeIv(size)
-        if mode == "null":
-            return NullIv(size)
-        if mode == "benbi":
-            return BenbiIv(size, self._block_size)
-        if mode == "random":
-            return RandomIv(size, rng=self._random)
-        if mode == "essiv":
-            return EssivIv(size, self.spec.ivopts, subkeys, self._block_size)
-        return EboivIv(size, ciphers[0], self.sector_size)
-
-    def _random(self, nbytes: int) -> bytes:
-        import os
-
-        return (self.rng or os.urandom)(nbytes)
-
     def _set_key(self, text: str) -> None:
         """Decode ``text``, build the cipher instances and IV generator (``crypt_set_key``)."""
         kt: KeyText = parse_key_text(text, self.resolver)
@@ -215,21 +189,20 @@ class CryptTarget(Target):
                 raise TableError(f"crypt: Error decoding and setting key: the key is "
                                  f"{len(kt.key)} bytes, the table says {self.key_size}")
             key = bytes(kt.key)
-            ciphers = build_ciphers(self.spec, key, aead=self.aead,
-                                    tag_size=self.integrity_tag_size)
-            part = len(key) // self.spec.keycount
-            subkeys = [key[i * part:(i + 1) * part] for i in range(self.spec.keycount)]
-            try:
-                ivgen = self._make_iv_generator(ciphers, subkeys)
-            except ValueError as e:
-                for c in ciphers:
-                    c.wipe()
-                raise TableError(f"crypt: Error creating IV: {e}") from None
+            fast = None
+            if not self.on_disk_tag_size:
+                fast = fast_xts(self.spec.cipher_api, self.spec.keycount, self.ivmode, key)
+            if fast is not None:
+                ciphers, ivgen = [fast], None
+            else:
+                from .general import make_ciphers
+
+                ciphers, ivgen = make_ciphers(self, key)
         except BaseException:
             kt.wipe()
             raise
         self._drop_key()
-        self._ciphers, self._ivgen = ciphers, ivgen
+        self._ciphers, self._ivgen, self._fast = ciphers, ivgen, fast
         self._key_reference = kt.reference
         if kt.reference is None:
             self._key = kt.key  # kept for the table status, as the kernel keeps cc->key
@@ -242,7 +215,7 @@ class CryptTarget(Target):
         for c in self._ciphers:
             c.wipe()
         self._ciphers = []
-        self._ivgen = None
+        self._ivgen = self._fast = None
         wipe_bytearray(self._key)
         self._key_valid = False
 
@@ -291,96 +264,55 @@ class CryptTarget(Target):
         else:
             self._write(bio)
 
-    def _scratch(self, nbytes: int) -> np.ndarray:
-        buf = getattr(self._tls, "buf", None)
+    def _iv_first(self, sector: int) -> tuple[int, int]:
+        """The IV sector of the first unit of a request at target ``sector``, and the step
+        from one unit to the next."""
+        cc = sector + self.iv_offset
+        if self.iv_large_sectors:
+            return cc >> self._shift, 1
+        return cc, self._step
+
+    def _scratch_bytes(self, nbytes: int) -> memoryview:
+        """A per-thread reusable buffer of at least ``nbytes`` (the ciphertext of a write)."""
+        buf = getattr(self._tls, "raw", None)
         if buf is None or len(buf) < nbytes:
-            buf = self._tls.buf = np.empty(nbytes, np.uint8)
-        return buf[:nbytes]
-
-    def _units(self, bio: Bio):
-        n = bio.nr_sectors // self._step
-        rel = np.arange(n, dtype=np.uint64) * np.uint64(self._step) + np.uint64(bio.sector)
-        cc = rel + np.uint64(self.iv_offset)
-        iv_sectors = cc >> self._shift if self.iv_large_sectors else cc
-        count = len(self._ciphers)
-        key_index = (cc & np.uint64(count - 1)) if count > 1 else None
-        return n, rel, iv_sectors, key_index
-
-    def _payload(self, n: int):
-        if not self.on_disk_tag_size:
-            return None, None
-        meta = bytearray(n * self.on_disk_tag_size)
-        payload = BioIntegrityPayload(memoryview(meta), self.on_disk_tag_size, self.sector_size)
-        return payload, np.frombuffer(meta, np.uint8).reshape(n, self.on_disk_tag_size)
-
-    def _aads(self, rel: np.ndarray, ivs: np.ndarray) -> list[bytes]:
-        a = np.empty((len(rel), 8 + self.iv_size), np.uint8)
-        a[:, :8] = rel.astype("<u8").view(np.uint8).reshape(-1, 8)
-        a[:, 8:] = ivs
-        return [row.tobytes() for row in a]
-
-    def _ivs(self, iv_sectors, key_index, meta, *, reading: bool):
-        if self._ivgen is None:
-            return np.zeros((len(iv_sectors), self.iv_size), np.uint8)
-        if reading and self.integrity_iv_size:
-            t = self.integrity_tag_size
-            return np.ascontiguousarray(meta[:, t:t + self.iv_size])
-        return self._ivgen.generate(iv_sectors, key_index)
-
-    def _skcrypt(self, decrypt: bool, src, dst, ivs, key_index) -> None:
-        unit = self.sector_size
-        if key_index is None:
-            c = self._ciphers[0]
-            (c.decrypt if decrypt else c.encrypt)(src, dst, ivs, unit)
-            return
-        n = len(src) // unit
-        s2, d2 = src.reshape(n, unit), dst.reshape(n, unit)
-        for i, c in enumerate(self._ciphers):
-            sel = np.nonzero(key_index == np.uint64(i))[0]
-            if len(sel):
-                part = np.ascontiguousarray(s2[sel])
-                out = np.empty_like(part)
-                (c.decrypt if decrypt else c.encrypt)(part, out, ivs[sel], unit)
-                d2[sel] = out
+            buf = self._tls.raw = bytearray(nbytes)
+        return memoryview(buf)[:nbytes]
 
     def _read(self, bio: Bio) -> None:
-        n, rel, iv_sectors, key_index = self._units(bio)
-        ct = self._scratch(bio.nr_sectors << SECTOR_SHIFT)
-        payload, meta = self._payload(n)
-        self.dev.submit(Bio(OP_READ, self.offset + bio.sector, bio.nr_sectors, memoryview(ct),
-                            bio.flags, payload))
-        out = np.frombuffer(bio.data, np.uint8)
-        ivs = self._ivs(iv_sectors, key_index, meta, reading=True)
-        if not self.aead:
-            self._skcrypt(True, ct, out, ivs, key_index)
+        if self._fast is None:
+            from .general import read
+
+            read(self, bio)
             return
-        tags = np.ascontiguousarray(meta[:, :self.integrity_tag_size])
+        # read the ciphertext into the caller's buffer and decrypt it in place
         try:
-            self._ciphers[0].open(ct, out, ivs, self._aads(rel, ivs), tags, self.sector_size)
-        except AuthenticationFailed as e:
-            out[:] = 0  # never hand back unauthenticated data
-            sector = int(rel[e.index])
-            log.error("crypt: %s: INTEGRITY AEAD ERROR, sector %d", self.dev.name, sector)
-            err = IntegrityError(f"crypt: {self.dev.name}: INTEGRITY AEAD ERROR, sector {sector}")
-            err.sector = sector
-            raise err from None
+            self.dev.submit(Bio(OP_READ, self.offset + bio.sector, bio.nr_sectors, bio.data,
+                                bio.flags))
+            first, step = self._iv_first(bio.sector)
+            self._fast.crypt(True, bio.data, bio.data, self.sector_size, first, step)
+        except BaseException:
+            bio.data[:] = bytes(len(bio.data))  # never ciphertext handed back as data
+            raise
 
     def _write(self, bio: Bio) -> None:
-        n, rel, iv_sectors, key_index = self._units(bio)
-        src = np.frombuffer(bio.data, np.uint8)
-        ct = self._scratch(bio.nr_sectors << SECTOR_SHIFT)
-        payload, meta = self._payload(n)
-        ivs = self._ivs(iv_sectors, key_index, meta, reading=False)
-        if self.aead:
-            tags = self._ciphers[0].seal(src, ct, ivs, self._aads(rel, ivs), self.sector_size)
-            meta[:, :self.integrity_tag_size] = tags
-        else:
-            self._skcrypt(False, src, ct, ivs, key_index)
-        if self.integrity_iv_size:
-            t = self.integrity_tag_size
-            meta[:, t:t + self.iv_size] = ivs
-        self.dev.submit(Bio(OP_WRITE, self.offset + bio.sector, bio.nr_sectors, memoryview(ct),
-                            bio.flags, payload))
+        if self._fast is None:
+            from .general import write
+
+            write(self, bio)
+            return
+        ct = self._scratch_bytes(bio.nr_sectors << SECTOR_SHIFT)
+        first, step = self._iv_first(bio.sector)
+        self._fast.crypt(False, bio.data, ct, self.sector_size, first, step)
+        self.dev.submit(Bio(OP_WRITE, self.offset + bio.sector, bio.nr_sectors, ct, bio.flags))
+
+    @property
+    def parallel_reads(self) -> bool:
+        """Reads are safe on several threads: the C path keeps no shared state (its
+        context and buffers are per call and per thread), if the device below allows it."""
+        from ...block.parallel import parallel_reads_safe
+
+        return self._fast is not None and not self._suspended and parallel_reads_safe(self.dev)
 
     # -- what the mapped device stacks ------------------------------------------------------------
     def limits(self) -> QueueLimits:
