@@ -8,7 +8,6 @@ and FUA become ``fdatasync``.  DISCARD and WRITE_ZEROES punch holes in image fil
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno as _errno
 import fcntl
 import os
@@ -30,7 +29,9 @@ _BLKZEROOUT = 0x127F
 _FALLOC_FL_KEEP_SIZE = 0x01
 _FALLOC_FL_PUNCH_HOLE = 0x02
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+# the C library is already loaded in the process: dlopen(NULL) finds its symbols without
+# ctypes.util.find_library, which runs ldconfig (milliseconds at every start-up)
+_libc = ctypes.CDLL(None, use_errno=True)
 _fallocate = getattr(_libc, "fallocate", None)
 if _fallocate is not None:
     _fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong]

@@ -10,16 +10,37 @@ Kernel: Documentation/security/keys/core.rst, Documentation/security/keys/truste
 security/keys/encrypted-keys/encrypted.c; keyctl(1).  See docs/keyring.md.
 """
 
-from .encrypted import FORMATS, Blob
-from .errors import (KernelKeyringError, KeyAccessError, KeyAuthError, KeyExistsError,
-                     KeyFormatError, KeyNotFoundError, KeyNotSupportedError, KeyringError,
-                     KeyRevokedError, KeyStoreError)
-from .kernel import KernelKeyring, kernel_keyring_status
-from .keyring import KeyInfo, Keyring, KeySource
-from .reference import KeyReference, is_key_reference, resolve_key_reference
-from .secret import SecretBytes
-from .store import KeyStore
-from .types import EncryptedKey, Key, LogonKey, UserKey
+# Loaded on first use (PEP 562): a LUKS open needs SecretBytes and Keyring, not the
+# encrypted-key format or the kernel bridge.
+_WHERE = {
+    "FORMATS": "encrypted", "Blob": "encrypted",
+    "KernelKeyringError": "errors", "KeyAccessError": "errors", "KeyAuthError": "errors",
+    "KeyExistsError": "errors", "KeyFormatError": "errors", "KeyNotFoundError": "errors",
+    "KeyNotSupportedError": "errors", "KeyringError": "errors", "KeyRevokedError": "errors",
+    "KeyStoreError": "errors",
+    "KernelKeyring": "kernel", "kernel_keyring_status": "kernel",
+    "KeyInfo": "keyring", "Keyring": "keyring", "KeySource": "keyring",
+    "KeyReference": "reference", "is_key_reference": "reference",
+    "resolve_key_reference": "reference",
+    "SecretBytes": "secret", "KeyStore": "store",
+    "EncryptedKey": "types", "Key": "types", "LogonKey": "types", "UserKey": "types",
+}
+
+
+def __getattr__(name: str):
+    mod = _WHERE.get(name)
+    if mod is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f".{mod}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
 
 __all__ = [
     "FORMATS",
