@@ -9,15 +9,18 @@ import logging
 import os
 import stat
 import sys
-import tempfile
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import click
 
 from ..block import BlockDevice, FileDevice
 from ..dm import MappedDevice
 from ..errors import DeviceError
-from .state import StateResolver, StateStore
+
+if TYPE_CHECKING:
+    from .state import StateResolver, StateStore
+# .state (named devices) and tempfile are imported where used: `dmkit luks export` and the
+# other commands that need neither start faster
 
 __all__ = ["read_table", "build_table", "open_named", "segments", "emit_json", "leaf_files",
            "same_file_as_leaf", "replacing_file", "STDIO"]
@@ -46,6 +49,8 @@ def read_table(path: str) -> tuple[str, str]:
 def build_table(text: str, source: str, *, read_only: bool, store: StateStore | None = None,
                 name: str | None = None) -> Iterator[tuple[MappedDevice, StateResolver]]:
     """Build the mapped device of ``text``; everything it opened is closed on exit."""
+    from .state import StateResolver, StateStore
+
     resolver = StateResolver(store or StateStore(), read_only=read_only)
     try:
         dev = MappedDevice.from_table(text, name=name or source, resolver=resolver,
@@ -63,6 +68,8 @@ def build_table(text: str, source: str, *, read_only: bool, store: StateStore | 
 @contextlib.contextmanager
 def open_named(name: str, *, store: StateStore | None = None) -> Iterator[MappedDevice]:
     """The open device ``name`` built read-only from its record, closed on exit."""
+    from .state import StateResolver, StateStore
+
     resolver = StateResolver(store or StateStore(), read_only=True)
     try:
         yield resolver.open_named(name)
@@ -109,6 +116,8 @@ def replacing_file(path: str, st: os.stat_result | None, error_cls=DeviceError):
     would have given."""
     directory = os.path.dirname(os.path.abspath(path))
     try:
+        import tempfile
+
         fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.",
                                    suffix=".dmkit-tmp")
     except OSError as e:
