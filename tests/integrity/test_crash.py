@@ -75,9 +75,11 @@ class Run:
     """One recorded workload."""
 
     def __init__(self, mode: str, case: str, seed: int, nops: int = 45,
-                 after: "tuple[Run, object] | None" = None):
+                 after: "tuple[Run, object] | None" = None, background: bool = False):
         """``after``: (an earlier run, one of its crash images): start from that crash (the
-        load replays it, and the replay itself is recorded) instead of a fresh device."""
+        load replays it, and the replay itself is recorded) instead of a fresh device.
+        ``background``: mode J writes the journal home in its writer thread (the recording
+        devices log both threads' requests in the order they complete)."""
         opts, with_meta, bs, self.alg, self.key = CASES[case]
         self.journal_opts = reader_journal_options(opts)
         self.mode, self.bs, self.spb = mode, bs, bs // 512
@@ -104,7 +106,7 @@ class Run:
         devs = {k: rec.device(k, v) for k, v in images.items()}
         clock = FakeClock()
         t = IntegrityTarget(DeviceResolver(devs), 0, n, self.args.split(), clock=clock,
-                            rng=salt_rng())
+                            rng=salt_rng(), background_writeback=background)
         dev = MappedDevice("crash", [t], resolver=t.resolver)
         self.nblocks = nb = n // self.spb
         self.hist = hist = VersionHistory(nb, bs, initial)
@@ -128,6 +130,7 @@ class Run:
                 dev.write(b0 * self.spb, data, REQ_FUA if fua else 0)
                 if fua:
                     hist.flushed(op, rec.position)
+        self.home_writes = t.journal.home_writes if t.journal is not None else 0
         dev.close()
         hist.flushed(nops, rec.position)
 
@@ -157,9 +160,16 @@ def blocks(data: bytes, bs: int):
     return [data[k * bs:(k + 1) * bs] for k in range(len(data) // bs)]
 
 
-@pytest.mark.parametrize("case", J_CASES)
-def test_journal_mode_survives_every_crash(case):
-    run = Run("J", case, seed=11)
+@pytest.mark.parametrize("case,background",
+                         [(c, False) for c in J_CASES]
+                         + [(c, True) for c in ("crc32c-512", "sha256-4k", "hmac-meta",
+                                                "cbc-jmac-meta", "xts-crc32c")])
+def test_journal_mode_survives_every_crash(case, background):
+    """``background``: with the writer thread, which writes the journal home beside the
+    requests (its flushes and writes interleave with theirs in the log)."""
+    run = Run("J", case, seed=11, background=background)
+    if background:
+        assert run.home_writes, "the workload should write the journal home"
     checked = 0
     for crash in crash_images(run.rec, run.points(N_POINTS), seed=5):
         if checked % 7 == 0:

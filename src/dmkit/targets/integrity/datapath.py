@@ -1,6 +1,7 @@
 """The integrity target's request handling: reads, writes, discards, flushes, and the
 background work the kernel does in worker threads (autocommit, the bitmap flush,
-recalculation), run here synchronously.
+recalculation), run here synchronously, except journal write-home, which runs in a
+writer thread on file backends (:mod:`.homewriter`).
 
 Upstream (``drivers/md/dm-integrity.c``, Linux 6.1): ``dm_integrity_map``,
 ``dm_integrity_map_continue``, ``integrity_metadata`` (tags of a request, checked in one
@@ -16,11 +17,14 @@ read overlay and write-home bookkeeping.
 
 from __future__ import annotations
 
+import functools
 import logging
+import time
 
 from ...block import SECTOR_SHIFT, Bio
 from ...block.bio import OP_DISCARD, OP_FLUSH, OP_READ, OP_WRITE, REQ_FUA, REQ_PREFLUSH
 from ...errors import (
+    BlockIOError,
     DmkitError,
     IntegrityError,
     InvalidBioError,
@@ -33,9 +37,19 @@ __all__ = ["DataPath", "RECALC_SECTORS", "RECALC_WRITE_SUPER"]
 
 log = logging.getLogger("dmkit.integrity")
 
+
+def _writer_error(dev: str, e: BaseException) -> DmkitError:
+    """What a failure in the writer thread becomes: the same class and errno, naming the
+    write-home."""
+    if isinstance(e, DmkitError):
+        return type(e)(f"integrity {dev}: journal write-home failed: {e}", errno=e.errno)
+    return BlockIOError(f"integrity {dev}: journal write-home failed: {e!r}")
+
 #: ``RECALC_SECTORS`` (64-bit kernels) and ``RECALC_WRITE_SUPER``
 RECALC_SECTORS = 32768
 RECALC_WRITE_SUPER = 16
+#: how long a request sleeps after handing a write-home to the writer thread
+_HANDOFF_SECONDS = 1e-6
 #: at most this many distinct zeroed sectors are remembered to log each only once
 _MAX_LOGGED_ZEROED = 65536
 
@@ -47,6 +61,8 @@ class DataPath:
     # -- entry ------------------------------------------------------------------------------
     def map(self, bio: Bio) -> None:
         self._check_usable()
+        if self._home_writer is not None and self._home_writer.done:
+            self._reap_home()
         self._run_timers()
         op = bio.op
         if op is OP_FLUSH:
@@ -205,29 +221,40 @@ class DataPath:
                 store.write(ext.tag_offset, tags[t0:t0 + ext.nr_blocks * ts])
 
     def _journal_write(self, s: int, data, tags) -> None:
-        jw = self.journal
+        jw, hw = self.journal, self._home_writer
         mv = memoryview(data).cast("B")
-        bs = self.spb << SECTOR_SHIFT
-        ts = self.tag_size
+        spb, bs, ts = self.spb, self.spb << SECTOR_SHIFT, self.tag_size
         done, total = 0, len(mv) // bs
         while done < total:
             if jw.free_sectors == 0:
-                self._commit()
-                self._write_journal_home()
-            k = jw.add(s + done * self.spb, mv[done * bs:],
-                       None if tags is None else tags[done * ts:])
+                self._journal_full()
+            if hw is None:
+                k = jw.add(s + done * spb, mv[done * bs:],
+                           None if tags is None else tags[done * ts:])
+            else:       # a chunk at a time, to keep the writer thread fed
+                k = jw.add(s + done * spb, mv[done * bs:],
+                           None if tags is None else tags[done * ts:],
+                           self.home_chunk_sections * jw.section_entries
+                           - jw.uncommitted_entries)
             done += k
             if jw.uncommitted_entries >= self.commit_watermark_entries:
                 # the watermark: commit the full sections, without waiting for them to
                 # be durable (a FLUSH/FUA, commit_time or a full journal commits the
                 # rest, padded, and flushes both)
                 self._commit(pad=False, durable=False)
+            elif hw is not None:
+                # the writer thread takes the journal in chunks of a few sections
+                if jw.n_uncommitted_sections >= self.home_chunk_sections:
+                    self._commit(pad=False, durable=False)
+                if hw.done:
+                    self._reap_home()
         if jw.has_uncommitted:
             self._schedule_autocommit()
 
     # -- discards -------------------------------------------------------------------------------
     def _discard(self, bio: Bio) -> None:
         s, n = bio.sector, bio.nr_sectors
+        self._drain_home()
         if self.mode == "J" and self.journal.holds_any(s, n):
             self._commit()
             self._write_journal_home()
@@ -267,18 +294,106 @@ class DataPath:
             self._flush_buffers(True)
 
     def _commit(self, *, pad: bool = True, durable: bool = True) -> None:
-        """``integrity_commit``.  The journal goes home lazily: when the journal has no
-        free entry left for a write, before a discard of journaled blocks, and at close
-        (see :meth:`_journal_write`)."""
+        """``integrity_commit``.  With the writer thread (:mod:`.homewriter`), every
+        commit starts a write-home of the committed sections if none is under way, as the
+        kernel queues its writer.  Without it, the journal goes home lazily: when the
+        journal has no free entry left for a write, before a discard of journaled blocks,
+        and at close (see :meth:`_journal_write`)."""
         self._autocommit_at = None
         try:
             self.journal.commit(pad=pad, durable=durable)
         except DmkitError as e:
             self._fail(e)
             raise
+        if self._home_writer is not None and not self._home_writer.busy:
+            self._start_home()
+
+    def _journal_full(self) -> None:
+        """No free entry for a write.  With the writer thread: the job under way ends
+        (the plans before its own finish: their sections are free, and the next job
+        starts); if that frees nothing, what is uncommitted is committed, its job's flush
+        frees the sections before it; failing that, everything is written home now."""
+        hw, jw = self._home_writer, self.journal
+        if hw is not None:
+            if hw.busy:
+                self._reap_home()
+                if jw.free_sectors:
+                    return
+            if not hw.busy:
+                self._commit(durable=False)
+            if hw.busy:
+                self._reap_home()
+                if jw.free_sectors:
+                    return
+            self._drain_home()
+            if jw.free_sectors:
+                return
+        self._commit()
+        self._write_journal_home()
 
     def _write_journal_home(self) -> None:
+        """Every committed section home, now (after the writer thread's)."""
+        self._drain_home()
         self.journal.write_home(self._write_home_pieces, lambda: self._flush_buffers(True))
+
+    # -- the writer thread (mode J on file backends: see .homewriter) -----------------------------
+    #
+    # A write-home job first flushes (the tags, the devices): that makes its own sections
+    # durable (they were written without FUA) and the blocks the previous job wrote home
+    # durable, so the previous plan finishes (its sections are free) when this job ends.
+    # Then it writes its blocks home, unflushed; the next job's flush, or a drain, makes
+    # them durable.  One flush per write-home, as in the synchronous path.
+    def _start_home(self) -> None:
+        jw = self.journal
+        plan = jw.plan_home()
+        if plan is not None:
+            flush_first = plan.needs_flush or len(jw.homing) > 1
+            self._home_writer.start(functools.partial(self._home_job, plan, flush_first), plan)
+            # Let the thread take the GIL now and reach its flush (which releases it);
+            # otherwise it waits for the switch interval (5 ms) or for this path to block.
+            time.sleep(_HANDOFF_SECONDS)
+
+    def _home_job(self, plan, flush_first: bool) -> None:
+        """In the writer thread: flush (``plan``'s sections and the previous plan's blocks
+        durable), then ``plan``'s blocks home."""
+        if flush_first:
+            self._flush_buffers(True)
+        for run in plan.runs:
+            self._write_home_pieces(*run)
+
+    def _reap_home(self, *, start_next: bool = True) -> None:
+        """Wait for the job under way; the plans before its plan finish (their sections are
+        free), and the next job starts if sections are committed after it.  A failure in
+        the thread fails the target, and this request with it."""
+        try:
+            plan = self._home_writer.take()
+        except BaseException as e:
+            err = _writer_error(self.opts.dev, e)
+            self._fail(err)
+            raise err from e
+        jw = self.journal
+        while jw.homing[0] is not plan:
+            jw.finish_home(jw.homing[0])
+        if start_next:
+            self._start_home()
+
+    def _drain_home(self) -> None:
+        """Wait for the writer thread, then flush, so that every plan finishes: the
+        sections planned are home and free."""
+        hw = self._home_writer
+        if hw is None:
+            return
+        if hw.busy:
+            self._reap_home(start_next=False)
+        jw = self.journal
+        if jw.homing:
+            try:
+                self._flush_buffers(True)
+            except DmkitError as e:
+                self._fail(e)
+                raise
+            while jw.homing:
+                jw.finish_home(jw.homing[0])
 
     def _flush_buffers(self, flush_data: bool) -> None:
         """``dm_integrity_flush_buffers``: dirty tags to disk, then a flush of the metadata
@@ -295,8 +410,11 @@ class DataPath:
 
     def tick(self) -> None:
         """Run the work whose time has come (an autocommit after ``commit_time``, the bitmap
-        flush after ``bitmap_flush_interval``).  Requests call this; so may an idle owner."""
+        flush after ``bitmap_flush_interval``, taking a finished write-home).  Requests
+        call this; so may an idle owner."""
         self._check_usable()
+        if self._home_writer is not None and self._home_writer.done:
+            self._reap_home()
         self._run_timers()
 
     def _run_timers(self) -> None:
@@ -362,6 +480,7 @@ class DataPath:
         self._check_usable()
         if not self.sb.flags & SbFlags.RECALCULATING or self.tag_fn is None:
             return True
+        self._drain_home()
         geo, spb = self.geo, self.spb
         done = 0
         try:

@@ -22,7 +22,9 @@ uncommitted section with ``commit_id(section, sector, commit_seq)`` (the sequenc
 when the journal wraps) and writes those sections with FUA.  Write-home copies each
 committed block and its tag to their home places, then flushes; only then are the sections
 free again, so a crash never loses a committed block.  When write-home happens is the
-target's choice (:mod:`.datapath`: when the journal is full).
+target's choice (:mod:`.datapath`: in the writer thread after each commit, or when the
+journal is full); it is planned here (:meth:`JournalWriter.plan_home`), done by the
+target, and finished here (:meth:`JournalWriter.finish_home`).
 
 ``newest`` maps a logical sector to the journal position (``section * entries + entry``)
 of its newest entry not yet written home: reads take blocks from there.
@@ -30,6 +32,7 @@ of its newest entry not yet written home: reads take blocks from there.
 
 from __future__ import annotations
 
+import dataclasses
 import struct
 from typing import Callable
 
@@ -48,7 +51,7 @@ from .layout import (
 from .jcrypt import JournalCrypt
 from .tags import TagAlgorithm
 
-__all__ = ["JournalWriter", "JournalMac", "first_bad_section_mac", "next_commit_seq",
+__all__ = ["HomePlan", "JournalWriter", "JournalMac", "first_bad_section_mac", "next_commit_seq",
            "prev_commit_seq"]
 
 _FUA = int(BioFlags.FUA)
@@ -163,6 +166,8 @@ class JournalWriter:
         #: the journal as 64-bit words; in a section's first 8 sectors, entry n is row
         #: n % 8, column n // 8 of (8, entries_per_sector, entry_size / 8) words
         self._words = self.np.view("<u8")
+        #: the same, one row per section
+        self._sec_words = self._words.reshape(self.n_sections, -1)
         self._ent_words = jg.entries_per_sector * (jg.entry_size >> 3)
         self._ent_word_idx = np.arange(jg.entry_size >> 3, dtype=np.int64)
         #: the word holding the last 8 bytes of each sector of a block (from its first)
@@ -184,6 +189,11 @@ class JournalWriter:
         self.newest: dict[int, int] = {}
         self.commits = 0
         self.home_writes = 0
+        #: calls of :meth:`_fill` so far (a write-home plan notes it)
+        self.fills = 0
+        #: the write-homes planned and not finished, oldest first: they cover the
+        #: first committed sections, in order
+        self.homing: list[HomePlan] = []
         self.reset_state(0, 0)
 
     # -- state ------------------------------------------------------------------------------
@@ -199,6 +209,7 @@ class JournalWriter:
         self.newest.clear()
         self.wrote_to_journal = False
         self.unflushed = False
+        self.homing = []
         self._mark_unused(np.arange(self.total_entries, dtype=np.int64))
 
     def _mark_unused(self, positions: np.ndarray) -> None:
@@ -300,11 +311,13 @@ class JournalWriter:
             self.unflushed = False
 
     # -- adding blocks --------------------------------------------------------------------
-    def add(self, logical_sector: int, data, tags) -> int:
+    def add(self, logical_sector: int, data, tags, max_blocks: int | None = None) -> int:
         """Put as many blocks of ``data`` (from ``logical_sector``) as there are free
-        entries into the journal; ``tags`` holds their tags (or None: zero tags).
-        Returns the number of blocks taken."""
+        entries into the journal (at most ``max_blocks``); ``tags`` holds their tags (or
+        None: zero tags).  Returns the number of blocks taken."""
         nb = min(len(data) // self.block_bytes, self.free_sectors)
+        if max_blocks is not None:
+            nb = min(nb, max_blocks)
         if nb <= 0:
             return 0
         mv = memoryview(data).cast("B")
@@ -352,6 +365,7 @@ class JournalWriter:
             entries[self._ent_row[e:e + c], self._ent_col[e:e + c]] = ent[i:i + c]
             i += c
         self.newest.update(zip(range(sector, sector + k * spb, spb), range(p0, p0 + k)))
+        self.fills += 1
 
     # -- commit -----------------------------------------------------------------------------
     def commit(self, *, pad: bool = True, durable: bool = True) -> int:
@@ -431,82 +445,154 @@ class JournalWriter:
     # -- write-home -----------------------------------------------------------------------
     def write_home(self, home: Callable[[int, list, bytes], None],
                    flush: Callable[[], None]) -> int:
-        """``integrity_writer``: copy every committed block home (``home(sector, pieces,
-        tags)`` per run of consecutive blocks, ``pieces`` the run's data in order),
-        ``flush()``, then free the sections.
-        Returns the number of blocks written.
-
-        All committed sections at once, as ``do_journal_write``: numpy finds the used
-        entries, those a newer committed entry makes stale (the kernel's
-        ``find_newer_committed_node``: they are skipped), and where runs of consecutive
-        positions and sectors break; the last bytes of the blocks are put back in place in
-        the journal (``restore_last_bytes``: the sections were already written) and each
-        run goes home from there, one request per section it spans."""
-        n = self.n_committed_sections
-        if not n:
+        """``integrity_writer``, synchronously: :meth:`plan_home`, make the sections
+        durable, copy every committed block home (``home(sector, pieces, tags)`` per run),
+        ``flush()``, then :meth:`finish_home`.  Returns the number of blocks written."""
+        if self.homing:
+            raise RuntimeError("journal: a write-home is under way")
+        plan = self.plan_home()
+        if plan is None:
             return 0
         self.make_durable()
-        spb, bs, E = self.spb, self.block_bytes, self.section_entries
-        newest = self.newest
-        pos = self._section_positions(self.committed_section, n)
-        secs = self.pos_sector[pos]
-        used = secs >= 0
-        pos, secs = pos[used], secs[used]
-        written = 0
-        if pos.size:
-            if not self.has_uncommitted:
-                # every newest entry is in this range: the last one of each sector wins
-                _, last = np.unique(secs[::-1], return_index=True)
-                current = np.zeros(pos.size, dtype=bool)
-                current[pos.size - 1 - last] = True
-                keep = current
-            else:
-                q = np.fromiter((newest.get(x, -1) for x in secs.tolist()),
-                                dtype=np.int64, count=pos.size)
-                current = q == pos
-                q_rel = (q - self.committed_section * E) % self.total_entries
-                keep = current | (q < 0) | (q_rel >= n * E)
-            pk, sk = pos[keep], secs[keep]
-            if pk.size:
-                d0 = self._pos_data[pk]
-                words = self._words
-                ents = words[(self._pos_entry[pk] >> 3)[:, None] + self._ent_word_idx]
-                words[(d0 >> 3)[:, None] + self._tail_words] = ents[:, 1:1 + spb]
-                t0 = 8 + 8 * spb
-                tags = ents.view(np.uint8)[:, t0:t0 + self.tag_size].tobytes()
-                # runs of consecutive positions and sectors; a run is one request, in
-                # one piece per section it spans
-                breaks = np.flatnonzero((np.diff(pk) != 1) | (np.diff(sk) != spb)) + 1
-                cuts = np.flatnonzero(np.diff(pk // E) != 0) + 1
-                edges = [0, *breaks.tolist(), int(pk.size)]
-                cut_list = cuts.tolist()
-                mem, ts = memoryview(self.mem), self.tag_size
-                ci = 0
-                for r0, r1 in zip(edges[:-1], edges[1:]):
-                    pieces = []
-                    a = r0
-                    while ci < len(cut_list) and cut_list[ci] <= a:
-                        ci += 1
-                    while ci < len(cut_list) and cut_list[ci] < r1:
-                        b = cut_list[ci]
-                        pieces.append(mem[int(d0[a]):int(d0[a]) + (b - a) * bs])
-                        a = b
-                        ci += 1
-                    pieces.append(mem[int(d0[a]):int(d0[a]) + (r1 - a) * bs])
-                    home(int(sk[r0]), pieces, tags[r0 * ts:r1 * ts])
-                    written += r1 - r0
-            done = secs[current].tolist() if self.has_uncommitted else None
-        else:
-            done = []
+        for run in plan.runs:
+            home(*run)
         flush()
-        if done is None:
-            newest.clear()
+        self.finish_home(plan)
+        return plan.blocks
+
+    def plan_home(self) -> "HomePlan | None":
+        """What writing the committed sections home takes (those after the plans not yet
+        finished), as ``do_journal_write``:
+        numpy finds the used entries, those a newer entry in the same range makes stale
+        (the kernel's ``find_newer_committed_node``: they are skipped; an entry whose newer
+        version is not committed yet goes home, the newer one follows later), and where
+        runs of consecutive positions and sectors break; the last bytes of the blocks are
+        put back in place in the journal (``restore_last_bytes``: the sections were
+        already written) so that each run goes home from there, one request per section
+        it spans.
+
+        The sections stay committed (and their entries stay where reads find them) until
+        :meth:`finish_home`, which the caller runs once the runs are home and flushed;
+        meanwhile new entries may fill the free sections and be committed, and more plans
+        made.  None when no committed section is left to plan."""
+        planned = sum(p.n_sections for p in self.homing)
+        n = self.n_committed_sections - planned
+        if n <= 0:
+            return None
+        spb, bs, E = self.spb, self.block_bytes, self.section_entries
+        start = (self.committed_section + planned) % self.n_sections
+        pieces = [(start, min(n, self.n_sections - start))]
+        if start + n > self.n_sections:
+            pieces.append((0, start + n - self.n_sections))
+        ents, secs = [], []
+        for s0, c in pieces:
+            # the entries as rows of words, in entry order; their last bytes back in place
+            e = self._entries(s0, c)
+            self._data_tails(s0, c)[:] = e[:, 1:1 + spb].reshape(c, E, spb)
+            ents.append(e)
+            secs.append(self.pos_sector[s0 * E:(s0 + c) * E])
+        if len(pieces) == 1:
+            ents, secs = ents[0], secs[0]
+            pos = np.arange(start * E, (start + n) * E, dtype=np.int64)
         else:
-            for x in done:
-                del newest[x]
-        self._mark_unused(self._section_positions(self.committed_section, n))
-        self.committed_section = (self.committed_section + n) % self.n_sections
-        self.n_committed_sections = 0
-        self.free_sectors += n * E
+            ents, secs = np.concatenate(ents), np.concatenate(secs)
+            pos = self._section_positions(start, n)
+        idx = np.flatnonzero(secs >= 0)
+        s_used = secs[idx]
+        if s_used.size > 1 and not (np.diff(s_used) > 0).all():
+            # a sector more than once: its last entry in the range goes home
+            _, last = np.unique(s_used[::-1], return_index=True)
+            keep = np.zeros(idx.size, dtype=bool)
+            keep[idx.size - 1 - last] = True
+            idx = idx[keep]
+        pk, sk = pos[idx], secs[idx]
+        runs: list = []
+        if pk.size:
+            t0 = 8 + 8 * spb
+            tags = ents[idx].view(np.uint8)[:, t0:t0 + self.tag_size].tobytes()
+            d0 = self._pos_data[pk]
+            # runs of consecutive positions and sectors; a run is one request, in one
+            # piece per section it spans
+            breaks = np.flatnonzero((np.diff(pk) != 1) | (np.diff(sk) != spb)) + 1
+            cuts = np.flatnonzero(np.diff(pk // E) != 0) + 1
+            edges = [0, *breaks.tolist(), int(pk.size)]
+            cut_list = cuts.tolist()
+            offs = d0.tolist()
+            first_secs = sk.tolist()
+            mem, ts = memoryview(self.mem), self.tag_size
+            ci = 0
+            for r0, r1 in zip(edges[:-1], edges[1:]):
+                parts = []
+                a = r0
+                while ci < len(cut_list) and cut_list[ci] <= a:
+                    ci += 1
+                while ci < len(cut_list) and cut_list[ci] < r1:
+                    b = cut_list[ci]
+                    parts.append(mem[offs[a]:offs[a] + (b - a) * bs])
+                    a = b
+                    ci += 1
+                parts.append(mem[offs[a]:offs[a] + (r1 - a) * bs])
+                runs.append((first_secs[r0], parts, tags[r0 * ts:r1 * ts]))
+        plan = HomePlan(start, n, runs, sk, pk, int(pk.size), self.unflushed,
+                        not self.has_uncommitted and not self.homing, self.fills)
+        self.homing.append(plan)
+        return plan
+
+    def _entries(self, section: int, count: int) -> np.ndarray:
+        """The entries of sections ``section..section+count`` (not wrapping), a copy, as
+        rows of 64-bit words in entry order (entry n of a section is slot n // 8 of its
+        metadata sector n % 8)."""
+        w = self._sec_words[section:section + count, :JOURNAL_BLOCK_SECTORS * 64]
+        w = w.reshape(count, JOURNAL_BLOCK_SECTORS, 64)[:, :, :self._ent_words]
+        w = w.reshape(count, JOURNAL_BLOCK_SECTORS, self.jg.entries_per_sector, -1)
+        return w.transpose(0, 2, 1, 3).reshape(count * self.section_entries, -1)
+
+    def _data_tails(self, section: int, count: int) -> np.ndarray:
+        """A view of the last 8 bytes (one word) of every sector of every data block of
+        sections ``section..section+count`` (not wrapping), as (count, entries, spb)."""
+        w = self._sec_words[section:section + count, JOURNAL_BLOCK_SECTORS * 64:]
+        return w.reshape(count, self.section_entries, self.spb, 64)[:, :, :, 63]
+
+    def finish_home(self, plan: "HomePlan") -> None:
+        """After ``plan``'s runs are home and flushed: its entries leave ``newest`` (unless
+        a newer entry of the same sector came since), its sections become free.  Plans
+        finish in the order they were made."""
+        if not self.homing or plan is not self.homing[0]:
+            raise RuntimeError("journal: finishing a write-home out of order")
+        newest = self.newest
+        if plan.clear_all and plan.fills == self.fills:
+            newest.clear()          # every newest entry was in the range
+        else:
+            get = newest.get
+            for x, p in zip(plan.sectors.tolist(), plan.positions.tolist()):
+                if get(x) == p:
+                    del newest[x]
+        n = plan.n_sections
+        self._mark_unused(self._section_positions(plan.start, n))
+        self.committed_section = (plan.start + n) % self.n_sections
+        self.n_committed_sections -= n
+        self.free_sectors += n * self.section_entries
         self.home_writes += 1
-        return written
+        del self.homing[0]
+
+
+@dataclasses.dataclass(eq=False)
+class HomePlan:
+    """One write-home (:meth:`JournalWriter.plan_home`): sections ``start..start+n_sections``
+    (wrapping); ``runs`` of ``(logical sector, pieces of journal memory, tags)`` to write
+    home; the ``sectors`` and journal ``positions`` of the entries that go home
+    (``blocks`` of them); ``needs_flush``: some of the sections were written without FUA
+    and not flushed when the plan was made."""
+
+    start: int
+    n_sections: int
+    runs: list
+    sectors: np.ndarray
+    positions: np.ndarray
+    blocks: int
+    needs_flush: bool
+    #: every entry in ``newest`` was in the range when planned (a finish with no entry
+    #: added since clears it)
+    clear_all: bool
+    #: :attr:`JournalWriter.fills` when planned
+    fills: int

@@ -11,9 +11,14 @@ chunk that reaches past a tag run into data sectors never overwrites the data.
 
 Invariant: a cached sector is dirty and holds the newest bytes; every other sector's
 newest bytes are on the device.
+
+The public methods hold :attr:`TagStore.lock`: journal mode's writer thread
+(:mod:`.homewriter`) writes tags and writes them back while requests read them.
 """
 
 from __future__ import annotations
+
+import threading
 
 from ...block import SECTOR_SHIFT, Bio, BlockDevice
 
@@ -35,6 +40,7 @@ class TagStore:
         #: chunk index -> [4 KiB buffer, mask of dirty sectors]
         self._chunks: dict[int, list] = {}
         self.writebacks = 0
+        self.lock = threading.Lock()
 
     @property
     def dirty(self) -> bool:
@@ -43,6 +49,10 @@ class TagStore:
     # -- reading ------------------------------------------------------------------------------
     def read(self, offset: int, length: int) -> bytearray:
         """The newest ``length`` tag bytes at byte ``offset`` of the device."""
+        with self.lock:
+            return self._read(offset, length)
+
+    def _read(self, offset: int, length: int) -> bytearray:
         a = offset >> SECTOR_SHIFT
         b = (offset + length + 511) >> SECTOR_SHIFT
         buf = bytearray((b - a) << SECTOR_SHIFT)
@@ -71,6 +81,10 @@ class TagStore:
     # -- writing ------------------------------------------------------------------------------
     def write(self, offset: int, data) -> None:
         """Set the tag bytes at byte ``offset``; they reach the device at writeback."""
+        with self.lock:
+            self._write(offset, data)
+
+    def _write(self, offset: int, data) -> None:
         mv = memoryview(data).cast("B")
         end = offset + len(mv)
         if end == offset:
@@ -88,7 +102,7 @@ class TagStore:
             s1 = (hi - cbase + 511) >> SECTOR_SHIFT
             entry[1] |= ((1 << (s1 - s0)) - 1) << s0
         if len(chunks) > self.max_dirty_chunks:
-            self.writeback()
+            self._writeback(0)
 
     def _fill_partial_edges(self, offset: int, end: int) -> None:
         """Bring the device's bytes into the cache for a first or last sector that the
@@ -123,6 +137,10 @@ class TagStore:
     def writeback(self, flags: int = 0) -> int:
         """Write every dirty sector, one request per run of consecutive sectors; returns the
         number of requests.  (No flush: the caller flushes when it needs durability.)"""
+        with self.lock:
+            return self._writeback(flags)
+
+    def _writeback(self, flags: int) -> int:
         if not self._chunks:
             return 0
         runs: list[tuple[int, list[memoryview]]] = []
@@ -156,7 +174,8 @@ class TagStore:
 
     def discard_cache(self) -> None:
         """Forget unwritten tags (after a failure the device is not trusted anyway)."""
-        self._chunks.clear()
+        with self.lock:
+            self._chunks.clear()
 
 
 def _mask_runs(mask: int) -> list[tuple[int, int]]:

@@ -8,17 +8,19 @@ formatting a zeroed device, checking the superblock against the table),
 
 The kernel does some work in threads (commits on a timer, the journal writer, the bitmap
 flush, recalculation); dmkit does the same work synchronously: at load, inside requests,
-in :meth:`IntegrityTarget.tick`, and on close.  See ``docs/targets/integrity.md``.
+in :meth:`IntegrityTarget.tick`, and on close, except the journal writer, which has a
+thread on file backends (:mod:`.homewriter`).  See ``docs/targets/integrity.md``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import time
 from typing import Callable, Sequence
 
-from ...block import SECTOR_SHIFT, Bio, IntegrityProfile, QueueLimits
+from ...block import SECTOR_SHIFT, Bio, FileDevice, IntegrityProfile, QueueLimits
 from ...block.bio import REQ_FUA
 from ...dm.target import Target
 from ...errors import DmkitError, FormatError, IntegrityError, TableError
@@ -31,6 +33,7 @@ from .geometry import (
     compute_provided_data_sectors,
     format_superblock,
 )
+from .homewriter import HomeWriter
 from .jcrypt import JournalCipher
 from .journal import JournalStatus, scan_journal
 from .jwriter import JournalMac, JournalWriter, next_commit_seq, prev_commit_seq
@@ -48,6 +51,8 @@ from .tagstore import TagStore
 
 __all__ = ["IntegrityTarget"]
 
+log = logging.getLogger("dmkit.integrity")
+
 _SB_AREA = SB_SECTORS << SECTOR_SHIFT
 
 
@@ -64,7 +69,10 @@ class IntegrityTarget(DataPath, Target):
     Python-only keyword arguments: ``clock`` (seconds, monotonic; drives commit_time and
     bitmap_flush_interval), ``rng`` (``rng(n) -> n random bytes``: the salt of a newly
     formatted device), ``defer_recalc`` (leave a recalculation to :meth:`recalc_step`
-    instead of finishing it at load), ``max_dirty_tag_bytes`` (the tag cache's size).
+    instead of finishing it at load), ``max_dirty_tag_bytes`` (the tag cache's size),
+    ``background_writeback`` (mode J: write the journal home in a thread, see
+    :mod:`.homewriter`; None, the default, does when the devices are files or block
+    devices (:class:`~dmkit.block.FileDevice`), False never, True always).
     """
 
     name = "integrity"
@@ -74,7 +82,8 @@ class IntegrityTarget(DataPath, Target):
     def __init__(self, resolver, start_sector: int, nr_sectors: int, args: Sequence[str], *,
                  read_only: bool = False, clock: Callable[[], float] = time.monotonic,
                  rng: Callable[[int], bytes] = os.urandom, defer_recalc: bool = False,
-                 max_dirty_tag_bytes: int = 8 << 20):
+                 max_dirty_tag_bytes: int = 8 << 20,
+                 background_writeback: bool | None = None):
         super().__init__(resolver, start_sector, nr_sectors, args, read_only=read_only)
         self.opts = o = parse_args(args, self.name)
         self.mode = o.mode
@@ -88,12 +97,20 @@ class IntegrityTarget(DataPath, Target):
         self._failed: DmkitError | None = None
         self._closed = False
         self.journal: JournalWriter | None = None
+        self._home_writer: HomeWriter | None = None
         self._check_table_rules(o)
         try:
             self.data_dev = self.get_device(o.dev, "device")
             self.meta_dev = (self.get_device(o.meta_device, "meta_device")
                              if o.meta_device is not None else self.data_dev)
             self._load(o, rng, max_dirty_tag_bytes)
+            if background_writeback is None:
+                background_writeback = all(isinstance(d, FileDevice)
+                                           for d in (self.data_dev, self.meta_dev))
+            if background_writeback and self.mode == "J" and not read_only:
+                self._home_writer = HomeWriter(f"integrity {o.dev}")
+                #: the writer thread takes the journal in chunks of this many sections
+                self.home_chunk_sections = max(1, self.geo.journal.journal_sections // 4)
             if not defer_recalc and self.mode != "R" and not read_only:
                 self.recalc_step()
         except BaseException:
@@ -588,6 +605,8 @@ class IntegrityTarget(DataPath, Target):
 
     # -- close (the kernel's postsuspend) ----------------------------------------------------------------
     def close(self) -> None:
+        """Write everything home and leave the journal empty (the kernel's postsuspend);
+        raises what failed, the writer thread's failure included."""
         if self._closed:
             return
         try:
@@ -596,7 +615,19 @@ class IntegrityTarget(DataPath, Target):
                 self._postsuspend()
         finally:
             self._closed = True
-            Target.close(self)
+            try:
+                self._stop_home_writer()
+            finally:
+                Target.close(self)
+
+    def _stop_home_writer(self) -> None:
+        hw, self._home_writer = self._home_writer, None
+        if hw is None:
+            return
+        error = hw.close()      # a write-home is under way only if close failed before
+        if error is not None:
+            log.error("integrity %s: journal write-home failed at close: %s", self.opts.dev,
+                      error)
 
     def _postsuspend(self) -> None:
         self._autocommit_at = None

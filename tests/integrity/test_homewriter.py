@@ -1,0 +1,168 @@
+"""Journal mode's writer thread (homewriter.py): when it runs, that reads and writes stay
+right beside it, that close drains it, and that its I/O errors are never lost.  Its crash
+ordering is checked by test_crash.py (``background`` cases)."""
+
+import os
+import random
+import threading
+
+import pytest
+from target_util import mapped, memdisk
+
+from dmkit.block import FileDevice, MemoryDevice
+from dmkit.block.bio import REQ_FUA
+from dmkit.dm import DeviceResolver, MappedDevice
+from dmkit.errors import BlockIOError
+from dmkit.targets.integrity.target import IntegrityTarget
+
+ARGS = "disk 0 - J 3 internal_hash:crc32c journal_sectors:900 block_size:4096"
+
+
+class FailingDisk(MemoryDevice):
+    """A RAM disk whose requests from the writer thread fail once armed."""
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self.armed = False
+
+    def _submit(self, bio):
+        if self.armed and threading.current_thread() is not threading.main_thread():
+            raise BlockIOError(f"{self.name}: {bio.op.name.lower()} at sector {bio.sector} "
+                               "failed: Input/output error")
+        super()._submit(bio)
+
+
+def _pattern(seed: int, nbytes: int) -> bytes:
+    return random.Random(seed).randbytes(nbytes)
+
+
+def test_thread_runs_on_files_only(tmp_path):
+    path = tmp_path / "disk.img"
+    with open(path, "wb") as f:
+        f.truncate(8 << 20)
+    resolver = DeviceResolver()
+    t = IntegrityTarget(resolver, 0, 8, [str(path)] + ARGS.split()[1:])
+    assert isinstance(t.data_dev, FileDevice) and t._home_writer is not None
+    t.close()
+    resolver.close()
+    dev = mapped({"disk": memdisk(16384)}, ARGS)
+    assert dev.targets[0]._home_writer is None          # nothing to overlap in memory
+    dev.close()
+    d_args = ARGS.replace(" J ", " D ")
+    dev = mapped({"disk": memdisk(16384)}, d_args, background_writeback=True)
+    assert dev.targets[0]._home_writer is None          # journal mode only
+    dev.close()
+
+
+@pytest.mark.parametrize("file_backed", [False, True])
+def test_reads_and_writes_beside_the_thread(tmp_path, file_backed):
+    """Random writes, flushes and reads while the thread writes home: every read returns
+    the newest data; after close (which drains the thread) a fresh load reads the same."""
+    if file_backed:
+        path = tmp_path / "disk.img"
+        with open(path, "wb") as f:
+            f.truncate(16384 * 512)
+        devs = {"disk": FileDevice(path)}
+    else:
+        devs = {"disk": memdisk(16384)}
+    dev = mapped(devs, ARGS, background_writeback=True)
+    t = dev.targets[0]
+    assert t._home_writer is not None
+    n = dev.nr_sectors
+    want = bytearray(n * 512)
+    dev.write(0, bytes(want))
+    rng = random.Random(7)
+    for k in range(300):
+        r = rng.random()
+        s = rng.randrange(n // 8) * 8
+        cnt = min(rng.randint(1, 64), (n - s) // 8) * 8
+        if r < 0.6:
+            data = _pattern(k, cnt * 512)
+            dev.write(s, data, REQ_FUA if rng.random() < 0.05 else 0)
+            want[s * 512:(s + cnt) * 512] = data
+        elif r < 0.65:
+            dev.flush()
+        else:
+            assert dev.read(s, cnt) == want[s * 512:(s + cnt) * 512], f"op {k}"
+    assert t.journal.home_writes > 5
+    assert dev.read(0, n) == want
+    dev.close()
+    assert t._home_writer is None
+    dev = mapped(devs, ARGS)
+    assert dev.read(0, n) == want
+    dev.close()
+    if file_backed:
+        devs["disk"].close()
+
+
+def test_an_error_in_the_thread_fails_later_requests():
+    disk = FailingDisk(16384, name="disk")
+    dev = mapped({"disk": disk}, ARGS, background_writeback=True)
+    t = dev.targets[0]
+    n = dev.nr_sectors
+    dev.write(0, bytes(n * 512))
+    disk.armed = True
+    with pytest.raises(BlockIOError) as e:
+        for k in range(200):
+            dev.write((k * 64) % (n - 64), _pattern(k, 64 * 512))
+    assert "journal write-home failed" in str(e.value) and "Input/output error" in str(e.value)
+    assert e.value.errno == 5
+    # the target is failed: every later request says so, reads and flushes included
+    for op in (lambda: dev.read(0, 8), dev.flush, lambda: dev.write(0, bytes(4096))):
+        with pytest.raises(BlockIOError, match="failed earlier"):
+            op()
+    dev.close()                     # already reported: close does not raise it again
+    assert t._home_writer is None
+
+
+def test_close_surfaces_an_error_nobody_took():
+    """The thread fails while no request comes: close raises it (and stops the thread)."""
+    disk = FailingDisk(16384, name="disk")
+    dev = mapped({"disk": disk}, ARGS, background_writeback=True)
+    t = dev.targets[0]
+    n = dev.nr_sectors
+    dev.write(0, bytes(n * 512))
+    hw = t._home_writer
+    # a write-home under way when the device starts failing
+    disk.armed = True
+    k = 0
+    while not hw.busy:         # one block at a time: the first job starts, untaken
+        dev.write((k * 8) % n, _pattern(k, 8 * 512))
+        k += 1
+    with pytest.raises(BlockIOError, match="journal write-home failed"):
+        dev.close()
+    assert t._home_writer is None
+
+
+def test_flush_returns_with_the_journal_durable_while_the_thread_works():
+    """A FLUSH does not wait for the thread; what it covers is in the durable journal."""
+    disk = memdisk(16384)
+    dev = mapped({"disk": disk}, ARGS, background_writeback=True)
+    n = dev.nr_sectors
+    dev.write(0, bytes(n * 512))
+    data = _pattern(1, 256 * 512)
+    dev.write(512, data)
+    dev.flush()
+    image = bytes(disk.buf)         # a power cut now, whatever the thread has done
+    t = dev.targets[0]
+    t._failed = RuntimeError("power cut")
+    dev.close()
+    after = mapped({"disk": MemoryDevice(initial=image, name="disk")}, ARGS)
+    assert after.read(512, 256) == data
+    after.close()
+
+
+def test_an_unclosed_target_does_not_keep_the_interpreter(tmp_path):
+    """The worker thread is the executor's: idle, it does not block interpreter exit."""
+    import subprocess
+    import sys
+    path = tmp_path / "disk.img"
+    with open(path, "wb") as f:
+        f.truncate(8 << 20)
+    code = ("from dmkit.dm import MappedDevice\n"
+            f"d = MappedDevice.from_table('0 8192 integrity {path} 0 - J 2 "
+            "internal_hash:crc32c block_size:4096\\n', name='x')\n"
+            "for k in range(40): d.write((k * 256) % 8000, bytes(256 * 512))\n")
+    r = subprocess.run([sys.executable, "-c", code], timeout=60, capture_output=True,
+                       env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert r.returncode == 0, r.stderr.decode()
