@@ -51,7 +51,7 @@ from .layout import (
 from .jcrypt import JournalCrypt
 from .tags import TagAlgorithm
 
-__all__ = ["HomePlan", "JournalWriter", "JournalMac", "first_bad_section_mac", "next_commit_seq",
+__all__ = ["HomePlan", "JournalMac", "JournalWriter", "first_bad_section_mac", "next_commit_seq",
            "prev_commit_seq"]
 
 _FUA = int(BioFlags.FUA)
@@ -460,7 +460,7 @@ class JournalWriter:
         self.finish_home(plan)
         return plan.blocks
 
-    def plan_home(self) -> "HomePlan | None":
+    def plan_home(self) -> HomePlan | None:
         """What writing the committed sections home takes (those after the plans not yet
         finished), as ``do_journal_write``:
         numpy finds the used entries, those a newer entry in the same range makes stale
@@ -553,7 +553,7 @@ class JournalWriter:
         w = self._sec_words[section:section + count, JOURNAL_BLOCK_SECTORS * 64:]
         return w.reshape(count, self.section_entries, self.spb, 64)[:, :, :, 63]
 
-    def finish_home(self, plan: "HomePlan") -> None:
+    def finish_home(self, plan: HomePlan) -> None:
         """After ``plan``'s runs are home and flushed: its entries leave ``newest`` (unless
         a newer entry of the same sector came since), its sections become free.  Plans
         finish in the order they were made."""
