@@ -13,7 +13,7 @@ import dmkit.luks as luks
 from dmkit.block import MemoryDevice
 from dmkit.luks import NoKeyError, load
 from dmkit.luks.data import format_integrity, integrity_params, plan_integrity
-from dmkit.luks.dump import dump_luks2_json
+from dmkit.luks.dumptext import dump_luks2_json
 from dmkit.luks.luks2 import build_luks2_copies, read_luks2_header
 from dmkit.targets.integrity import Geometry, read_superblock
 from dmkit.targets.integrity.format import empty_journal

@@ -39,8 +39,6 @@ from ..block import SECTOR_SHIFT, FileDevice
 from ..errors import DmkitError
 from ..keys import SecretBytes
 from ..luks import KeyslotError, NoKeyError
-from ..luks.dump import dump_volume_key as volume_key_text
-from ..luks.dump import luks1_json
 from ..luks.keyfile import write_volume_key_file
 from ._common import emit_json
 from ._luks_common import (
@@ -289,13 +287,17 @@ def dump_cmd(image, as_json, dump_json_metadata, dump_volume_key, volume_key_fil
             with vol.unlock(pw, keyslot=key_slot) as opened:
                 if volume_key_file is not None:
                     write_volume_key_file(volume_key_file, opened.volume_key)
-                click.echo(volume_key_text(opened, image, key_file=volume_key_file), nl=False)
+                from ..luks.dumptext import dump_volume_key
+
+                click.echo(dump_volume_key(opened, image, key_file=volume_key_file), nl=False)
         return
     if as_json or dump_json_metadata:
         with _header_volume(image, header, write=False) as vol:
             if vol.version == 1:
                 if dump_json_metadata:
                     raise DmkitError("Dump operation is not supported for this device type.")
+                from ..luks.dumptext import luks1_json
+
                 emit_json(luks1_json(vol))
                 return
         dev = _open_file(header or image, write=False)

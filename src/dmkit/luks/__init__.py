@@ -30,22 +30,22 @@ from __future__ import annotations
 
 import contextlib
 import os
+from typing import TYPE_CHECKING
 
 from ..block import BlockDevice, FileDevice, read_bytes
 from ..errors import FormatError
-from . import backup as _backup
-from .dump import dump_luks1, dump_luks2, dump_luks2_json
+from .data import LuksDevice, format_integrity, open_unlocked, plan_integrity, wipe
 from .errors import NO_KEY_MESSAGE, KeyslotError, NoKeyError, ParameterError
 from .kdf import Pbkdf
-from .data import LuksDevice, format_integrity, open_unlocked, plan_integrity, wipe
 from .keyfile import read_key_file
 from .layout import probe_version
-from .luks1 import Luks1Volume, format_luks1
 from .luks2 import Luks2Header, read_luks2_header
 from .luks2_volume import Luks2Volume, format_luks2, luks2_layout
 from .metadata import Luks2Metadata
-from .volume import DataSegment, IntegrityTableParams, Unlocked, integrity_spec, \
-    integrity_tag_bytes
+from .volume import DataSegment, IntegrityTableParams, Unlocked, integrity_spec, integrity_tag_bytes
+
+if TYPE_CHECKING:
+    from .luks1 import Luks1Volume, format_luks1
 
 __all__ = [
     "open",
@@ -97,12 +97,26 @@ def probe(device: BlockDevice) -> int | None:
     return probe_version(bytes(read_bytes(device, 0, 512)))
 
 
+def __getattr__(name: str):
+    """LUKS1, dump and header backup load on first use (PEP 562): opening a LUKS2 volume
+    does not need them."""
+    if name in ("Luks1Volume", "format_luks1"):
+        from . import luks1
+
+        value = getattr(luks1, name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def load(device: BlockDevice, **kw) -> Luks1Volume | Luks2Volume:
     """The LUKS volume on ``device`` (the header device, when the header is detached)."""
     version = probe(device)
     if version == 2:
         return Luks2Volume.load(device, **kw)
     if version == 1:
+        from .luks1 import Luks1Volume
+
         return Luks1Volume.load(device, **kw)
     try:  # a destroyed primary: the secondary LUKS2 header may still be found
         return Luks2Volume.load(device, **kw)
@@ -237,7 +251,10 @@ def format(device, passphrase=None, *, type: str = "luks2", header=None, key_fil
     passphrase = _passphrase(passphrase, key_file, keyfile_offset, keyfile_size)
     if passphrase is None:
         raise ParameterError("luks: a passphrase or key file is needed")
-    fmt = format_luks2 if type == "luks2" else format_luks1
+    if type == "luks2":
+        fmt = format_luks2
+    else:
+        from .luks1 import format_luks1 as fmt
     if header is not None and not isinstance(header, BlockDevice) and \
             not os.path.exists(header):
         if type == "luks2":
@@ -275,8 +292,12 @@ def dump(device, *, header=None, name: str | None = None) -> str:
     with _device(target, write=False) as dev:
         vol = load(dev)
         if vol.version == 1:
+            from .dumptext import dump_luks1
+
             return dump_luks1(vol, name or (os.fspath(target) if not isinstance(
                 target, BlockDevice) else dev.name))
+        from .dumptext import dump_luks2
+
         return dump_luks2(vol.header)
 
 
@@ -286,17 +307,23 @@ def dump_json(device, *, header=None) -> str:
         vol = load(dev)
         if vol.version != 2:
             raise FormatError("Dump operation is not supported for this device type.")
+        from .dumptext import dump_luks2_json
+
         return dump_luks2_json(vol.header)
 
 
 def header_backup(device, path) -> int:
     """``luksHeaderBackup``: write the header and key slot areas to a new file."""
     with _device(device, write=False) as dev:
+        from . import backup as _backup
+
         return _backup.header_backup(dev, path)
 
 
 def header_restore(device, backup) -> int:
     """``luksHeaderRestore`` from a backup file path (or bytes)."""
     with _device(device, write=True) as dev:
+        from . import backup as _backup
+
         return _backup.header_restore(dev, backup)
 

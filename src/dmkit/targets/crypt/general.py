@@ -22,8 +22,16 @@ import numpy as np
 from ...block import SECTOR_SHIFT, Bio, BioIntegrityPayload
 from ...block.bio import OP_READ, OP_WRITE
 from ...crypto import AuthenticationFailed
-from ...crypto.iv import (BenbiIv, EboivIv, EssivIv, NullIv, Plain64BeIv, Plain64Iv, PlainIv,
-                          RandomIv)
+from ...crypto.iv import (
+    BenbiIv,
+    EboivIv,
+    EssivIv,
+    NullIv,
+    Plain64BeIv,
+    Plain64Iv,
+    PlainIv,
+    RandomIv,
+)
 from ...errors import IntegrityError, TableError
 from .spec import build_ciphers
 
