@@ -14,6 +14,8 @@ Keys are checked when an object is built, never printed by ``repr``, and ``wipe(
 zeroes dmkit's copy.
 """
 
+from .._lazy import lazy_names
+
 # Loaded on first use (PEP 562), so that importing one submodule (the numpy-free
 # dmkit.crypto.fastxts, say) does not import numpy and every cipher.
 _WHERE = {
@@ -34,17 +36,4 @@ __all__ = [
     "RandomIv", "EboivIv", "IV_MODES",
 ]
 
-
-def __getattr__(name: str):
-    mod = _WHERE.get(name)
-    if mod is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    import importlib
-
-    value = getattr(importlib.import_module(f".{mod}", __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_names(__name__, _WHERE, __all__)

@@ -10,6 +10,8 @@ Kernel: Documentation/security/keys/core.rst, Documentation/security/keys/truste
 security/keys/encrypted-keys/encrypted.c; keyctl(1).  See docs/keyring.md.
 """
 
+from .._lazy import lazy_names
+
 # Loaded on first use (PEP 562): a LUKS open needs SecretBytes and Keyring, not the
 # encrypted-key format or the kernel bridge.
 _WHERE = {
@@ -25,22 +27,6 @@ _WHERE = {
     "SecretBytes": "secret", "KeyStore": "store",
     "EncryptedKey": "types", "Key": "types", "LogonKey": "types", "UserKey": "types",
 }
-
-
-def __getattr__(name: str):
-    mod = _WHERE.get(name)
-    if mod is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    import importlib
-
-    value = getattr(importlib.import_module(f".{mod}", __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
-
 
 __all__ = [
     "FORMATS",
@@ -70,3 +56,5 @@ __all__ = [
     "KeyStoreError",
     "KernelKeyringError",
 ]
+
+__getattr__, __dir__ = lazy_names(__name__, _WHERE, __all__)
