@@ -372,17 +372,18 @@ class TagFunction:
 
     def _hmac_digests(self, mv: memoryview, n: int, first_sector: int) -> list[bytes]:
         """HMAC(key, [salt] || le64(sector) || block) per block, RFC 2104 spelled out:
-        H(opad-state || H(ipad-state [|| salt] || sector || block)), seven C calls."""
+        H(opad-state || H(ipad-state [|| salt] || sector || block)), seven C calls.  The
+        block views come from cached slices (no index arithmetic per block)."""
         inner, outer = self._hmac_pads
         icopy, ocopy = inner.copy, outer.copy
-        bs, spb = self.block_size, self.sectors_per_block
+        spb = self.sectors_per_block
         out: list[bytes] = []
         append = out.append
         sector = first_sector
-        for i in range(0, n * bs, bs):
+        for block in self._block_views(mv, n):
             h = icopy()
             h.update(sector.to_bytes(8, "little"))
-            h.update(mv[i:i + bs])
+            h.update(block)
             o = ocopy()
             o.update(h.digest())
             append(o.digest())
