@@ -35,8 +35,9 @@ Compared in the same run:
   4096-byte case it is qemu at its only sector size, and for the integrity cases it is a
   reference with no target (no qemu can read them).  For the same work, dmkit is timed
   doing volume -> raw file too, twice: in-process (:func:`dmkit.luks.open` with the key
-  file, :meth:`~dmkit.luks.LuksDevice.export` to a new file, close), and as ``python -m
-  dmkit luks export IMAGE OUT --key-file F`` in a new process (with bytecode cached in the
+  file, :meth:`~dmkit.luks.LuksDevice.export` to a new file, close), and as ``dmkit luks
+  export IMAGE OUT --key-file F`` in a new process (the console script installed beside
+  the interpreter, as users run it; ``python -m dmkit`` when there is none) (with bytecode cached in the
   scratch dir, as an installed dmkit has it: ``PYTHONPYCACHEPREFIX``, and
   ``PYTHONDONTWRITEBYTECODE`` dropped), and that process's start-up alone (``python -c
   "import dmkit.cli"``) is timed in the same rounds, as ``dmkit_cli_start_seconds``.
@@ -400,7 +401,11 @@ def _luks_case(ctx: CaseContext, spec: _Spec) -> Workload:
                      f"secret,id=sec0,file={image_opts_value(pass_file)}", "--image-opts",
                      f"driver=luks,key-secret=sec0,file.driver=file,"
                      f"file.filename={image_opts_value(l1)}", "-O", "raw", outs["qemu"]]
-        cli_argv = [sys.executable, "-m", "dmkit", "luks", "export", path, outs["dmkit-cli"],
+        # the installed console script, as users run it (pip's launcher: no runpy), else
+        # python -m dmkit
+        script = os.path.join(os.path.dirname(sys.executable), "dmkit")
+        cli_cmd = [script] if os.access(script, os.X_OK) else [sys.executable, "-m", "dmkit"]
+        cli_argv = [*cli_cmd, "luks", "export", path, outs["dmkit-cli"],
                     "--key-file", pass_file]
         start_argv = [sys.executable, "-c", "import dmkit.cli"]
         # bytecode cached as in an installed dmkit (pip compiles it), in the scratch dir

@@ -17,12 +17,14 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import asdict, dataclass
-from typing import Callable, Iterator, Protocol
+from typing import TYPE_CHECKING, Callable, Iterator, Protocol
 
-from .encrypted import Blob
 from .errors import (KeyExistsError, KeyFormatError, KeyNotFoundError, KeyRevokedError)
 from .secret import SecretBytes
 from .types import (EncryptedKey, Key, LogonKey, UserKey, check_description, refuse_trusted)
+
+if TYPE_CHECKING:
+    from .encrypted import Blob
 
 __all__ = ["KeySource", "KeyInfo", "Keyring"]
 
@@ -119,6 +121,7 @@ class Keyring:
     def load_encrypted(self, description: str, blob: Blob | str) -> int:
         """``keyctl add encrypted DESC "load BLOB"``: verified with the master now."""
         if isinstance(blob, str):
+            from .encrypted import Blob
             blob = Blob.from_text(blob)
         key = EncryptedKey.from_blob(description, blob, self.master_key)
         return self.add_key(key)

@@ -14,12 +14,20 @@ from ``"user:NAME"`` to the master key's bytes, by its keyring.
 from __future__ import annotations
 
 import os
-from typing import Callable, ClassVar
+from typing import TYPE_CHECKING, Callable, ClassVar
 
-from . import encrypted as enc
-from .encrypted import Blob, LoadPayload, NewPayload, UpdatePayload
 from .errors import KeyAccessError, KeyFormatError, KeyNotSupportedError
 from .secret import SecretBytes
+
+if TYPE_CHECKING:
+    from .encrypted import Blob
+
+
+def _enc():
+    """:mod:`.encrypted`, loaded when an ``encrypted`` key is first made or read: it
+    imports the cipher library, which ``user`` and ``logon`` keys do not need."""
+    from . import encrypted
+    return encrypted
 
 __all__ = [
     "KEY_MAX_DESC_SIZE",
@@ -158,17 +166,17 @@ class EncryptedKey(Key):
                  sealed: Blob | None = None):
         """Low level; use :meth:`new`, :meth:`instantiate` or :meth:`from_blob`."""
         check_description(self.type, description)
-        enc.check_format(format)
-        if format == enc.FORMAT_ECRYPTFS:
-            enc.check_ecryptfs_desc(description)
-        enc.check_master_desc(master_desc)
-        if master_desc.startswith(enc.KEY_TRUSTED_PREFIX):
+        _enc().check_format(format)
+        if format == _enc().FORMAT_ECRYPTFS:
+            _enc().check_ecryptfs_desc(description)
+        _enc().check_master_desc(master_desc)
+        if master_desc.startswith(_enc().KEY_TRUSTED_PREFIX):
             raise KeyNotSupportedError(
                 f"encrypted key {description!r}: master key {master_desc!r} is a trusted key: "
                 f"trusted keys need a TPM, not supported")
-        n = enc.parse_datalen(datalen)
-        enc.check_length_rules(format, n)
-        if len(iv) != enc.IV_SIZE:
+        n = _enc().parse_datalen(datalen)
+        _enc().check_length_rules(format, n)
+        if len(iv) != _enc().IV_SIZE:
             raise KeyFormatError(f"encrypted key {description!r}: IV is {len(iv)} bytes")
         if (decrypted_data is None) == (sealed is None):
             raise ValueError("an encrypted key is either open (decrypted_data) or sealed (blob)")
@@ -187,7 +195,7 @@ class EncryptedKey(Key):
 
     @classmethod
     def new(cls, description: str, master_desc: str, length: int, *,
-            format: str = enc.FORMAT_DEFAULT, rng: Rng = os.urandom,
+            format: str = "default", rng: Rng = os.urandom,
             decrypted_data: bytes | SecretBytes | None = None) -> EncryptedKey:
         """``new [format] master length``: random data and IV drawn from ``rng``.
 
@@ -195,10 +203,10 @@ class EncryptedKey(Key):
         a test that needs a known key); the IV is still drawn from ``rng``.
         """
         datalen = str(length)
-        n = enc.parse_datalen(datalen)
-        enc.check_format(format)
-        enc.check_length_rules(format, n)
-        iv = rng(enc.IV_SIZE)
+        n = _enc().parse_datalen(datalen)
+        _enc().check_format(format)
+        _enc().check_length_rules(format, n)
+        iv = rng(_enc().IV_SIZE)
         if decrypted_data is None:
             data = SecretBytes(rng(n))
         else:
@@ -211,8 +219,8 @@ class EncryptedKey(Key):
                   master: MasterLookup | None = None) -> EncryptedKey:
         """A key from its blob: verified and open with ``master``, sealed without."""
         if isinstance(blob, str):
-            blob = Blob.from_text(blob)
-        fmt = blob.format or enc.FORMAT_DEFAULT
+            blob = _enc().Blob.from_text(blob)
+        fmt = blob.format or _enc().FORMAT_DEFAULT
         if master is None:
             if blob.format is None:
                 raise KeyFormatError(f"encrypted key {description!r}: a blob without a format "
@@ -222,7 +230,7 @@ class EncryptedKey(Key):
         # check what the kernel checks before it looks for the master
         cls(description, format=fmt, master_desc=blob.master_desc, datalen=blob.datalen,
             iv=blob.iv, sealed=blob)
-        data = enc.unwrap(blob, master(blob.master_desc), what=f"encrypted key {description!r}")
+        data = _enc().unwrap(blob, master(blob.master_desc), what=f"encrypted key {description!r}")
         return cls(description, format=fmt, master_desc=blob.master_desc,
                    datalen=blob.datalen, iv=blob.iv, decrypted_data=data)
 
@@ -235,9 +243,9 @@ class EncryptedKey(Key):
         ``allow_user_decrypted_data`` is the kernel's ``CONFIG_USER_DECRYPTED_DATA`` (off by
         default there, and here): whether ``new ... <hex data>`` is accepted.
         """
-        p = enc.parse_payload(payload)
-        if isinstance(p, NewPayload):
-            fmt = p.format or enc.FORMAT_DEFAULT
+        p = _enc().parse_payload(payload)
+        if isinstance(p, _enc().NewPayload):
+            fmt = p.format or _enc().FORMAT_DEFAULT
             given = None
             if p.decrypted_data is not None:
                 if not allow_user_decrypted_data:
@@ -245,13 +253,13 @@ class EncryptedKey(Key):
                         "encrypted key: new keys from provided data are disabled (the "
                         "kernel's CONFIG_USER_DECRYPTED_DATA is off by default)")
                 given = SecretBytes(bytes.fromhex(p.decrypted_data))
-            n = enc.parse_datalen(p.datalen)
-            iv = rng(enc.IV_SIZE)
+            n = _enc().parse_datalen(p.datalen)
+            iv = rng(_enc().IV_SIZE)
             data = given if given is not None else SecretBytes(rng(n))
             # the length text stays as written ("032"): the HMAC covers it
             return cls(description, format=fmt, master_desc=p.master_desc, datalen=p.datalen,
                        iv=iv, decrypted_data=data)
-        assert isinstance(p, LoadPayload)
+        assert isinstance(p, _enc().LoadPayload)
         return cls.from_blob(description, p.blob(), master)
 
     # --- use ----------------------------------------------------------------------------------
@@ -262,7 +270,7 @@ class EncryptedKey(Key):
 
     @property
     def decrypted_datalen(self) -> int:
-        return enc.parse_datalen(self.datalen)
+        return _enc().parse_datalen(self.datalen)
 
     def unseal(self, master: MasterLookup) -> EncryptedKey:
         """The open key, verified with its master (itself if already open)."""
@@ -291,7 +299,7 @@ class EncryptedKey(Key):
                 return opened.blob(master)
             finally:
                 opened.wipe()
-        return enc.wrap(self._data, master_key=master(self.master_desc),
+        return _enc().wrap(self._data, master_key=master(self.master_desc),
                         master_desc=self.master_desc, fmt=self.format, datalen=self.datalen,
                         iv=self.iv)
 
@@ -309,9 +317,9 @@ class EncryptedKey(Key):
         Like the kernel, the new master need not exist yet: it is needed when the key is
         next read.  A sealed key is opened first with its current master.
         """
-        p = enc.parse_payload(payload, update=True)
-        assert isinstance(p, UpdatePayload)
-        enc.check_master_desc(p.master_desc, self.master_desc)
+        p = _enc().parse_payload(payload, update=True)
+        assert isinstance(p, _enc().UpdatePayload)
+        _enc().check_master_desc(p.master_desc, self.master_desc)
         opened = self
         if self._data is None:
             if master is None:

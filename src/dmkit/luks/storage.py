@@ -14,8 +14,6 @@ area is a few hundred sectors.
 
 from __future__ import annotations
 
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-
 from ..block import SECTOR_SIZE
 from ..errors import NotSupportedError
 from .hashes import hash_ctor
@@ -78,6 +76,7 @@ def check_keyslot_cipher(spec: str, key_size: int) -> None:
 def _ivs(ivname: str, ivopt: str | None, key: bytes, nr_sectors: int, start: int):
     """The 16-byte IV of each sector, as dm-crypt's IV generators make them."""
     if ivname == "essiv":
+        from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
         salt = hash_ctor(ivopt)(bytes(key)).digest()
         ecb = Cipher(algorithms.AES(salt), modes.ECB()).encryptor()
         plain = b"".join((start + i).to_bytes(16, "little") for i in range(nr_sectors))
@@ -106,6 +105,17 @@ def _crypt(spec: str, key: bytes, data: bytes, start_sector: int, encrypt: bool)
     if cipher == "cipher_null":
         return bytearray(data)
     key = bytes(key)
+    if mode == "xts":
+        fast = _fast_xts(key, ivname)
+        if fast is not None:
+            # one C call for the whole area (the same bytes as a cipher per sector)
+            try:
+                out = bytearray(len(data))
+                fast.crypt(not encrypt, data, out, SECTOR_SIZE, start_sector, 1)
+                return out
+            finally:
+                fast.wipe()
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
     if mode == "ecb":
         ctx = Cipher(algorithms.AES(key), modes.ECB())
         op = ctx.encryptor() if encrypt else ctx.decryptor()
@@ -125,6 +135,14 @@ def _crypt(spec: str, key: bytes, data: bytes, start_sector: int, encrypt: bool)
         lo = i * SECTOR_SIZE
         out[lo:lo + SECTOR_SIZE] = op.update(mv[lo:lo + SECTOR_SIZE]) + op.finalize()
     return out
+
+
+def _fast_xts(key: bytes, ivname: str):
+    """The C accelerator's XTS for this key and IV mode, or None (not built, or it cannot
+    do them); imported here, so that opening a volume loads no cipher library it does not
+    use."""
+    from ..crypto.fastxts import fast_xts
+    return fast_xts("xts(aes)", 1, ivname, key)
 
 
 def encrypt_area(spec: str, key: bytes, plaintext: bytes, start_sector: int = 0) -> bytearray:

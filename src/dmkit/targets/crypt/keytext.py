@@ -49,16 +49,12 @@ def key_size_of(text: str) -> int:
 
 
 def _keyring_source(resolver):
-    # TODO(keyring): dmkit.keys is being written alongside this target; if it is missing
-    # the import fails and tables with keyring keys get a clear "not available" error.
-    try:
-        from ...keys import KernelKeyring, kernel_keyring_status
-    except ImportError:
-        raise TableError("crypt: keyring not available (dmkit.keys cannot be imported); "
-                         "give the key in hex") from None
+    """The resolver's keyring (a LUKS volume's private one), else the kernel keyring,
+    which is imported only then."""
     ring = getattr(resolver, "keyring", None)
     if ring is not None:
         return ring
+    from ...keys import KernelKeyring, kernel_keyring_status
     ok, why = kernel_keyring_status()
     if not ok:
         raise TableError(f"crypt: no keyring to resolve the key from: set "
@@ -78,11 +74,7 @@ def parse_key_text(text: str, resolver) -> KeyText:
             raise TableError("crypt: Error decoding and setting key: empty key")
         return KeyText(bytearray.fromhex(text), None)
     key_size_of(text)  # the size field is checked first, as the kernel does
-    try:
-        from ...keys import KeyReference
-    except ImportError:
-        raise TableError("crypt: keyring not available (dmkit.keys cannot be imported); "
-                         "give the key in hex") from None
+    from ...keys import KeyReference
     try:
         ref = KeyReference.parse(text)
     except DmkitError as e:
