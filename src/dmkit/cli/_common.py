@@ -19,8 +19,8 @@ from ..errors import DeviceError
 
 if TYPE_CHECKING:
     from .state import StateResolver, StateStore
-# .state (named devices) and tempfile are imported where used: `dmkit luks export` and the
-# other commands that need neither start faster
+# .state (named devices) is imported where used, and tempfile not at all, so that
+# `dmkit luks export` and the other commands that need neither start faster
 
 __all__ = ["read_table", "build_table", "open_named", "segments", "emit_json", "leaf_files",
            "same_file_as_leaf", "replacing_file", "STDIO"]
@@ -108,6 +108,19 @@ def same_file_as_leaf(dev: MappedDevice, st: os.stat_result) -> FileDevice | Non
     return None
 
 
+def _create_temp(directory: str, prefix: str, suffix: str) -> tuple[int, str]:
+    """A new file, mode 0600, created exclusively (``tempfile.mkstemp``'s guarantees,
+    without importing tempfile, which loads shutil, bz2, lzma and random)."""
+    flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+    for _ in range(100):
+        name = os.path.join(directory, f"{prefix}{os.urandom(6).hex()}{suffix}")
+        try:
+            return os.open(name, flags, 0o600), name
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, "no unused temporary file name", directory)
+
+
 @contextlib.contextmanager
 def replacing_file(path: str, st: os.stat_result | None, error_cls=DeviceError):
     """Write a new regular file at ``path`` through a temporary file beside it, renamed
@@ -116,10 +129,7 @@ def replacing_file(path: str, st: os.stat_result | None, error_cls=DeviceError):
     would have given."""
     directory = os.path.dirname(os.path.abspath(path))
     try:
-        import tempfile
-
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.",
-                                   suffix=".dmkit-tmp")
+        fd, tmp = _create_temp(directory, f".{os.path.basename(path)}.", ".dmkit-tmp")
     except OSError as e:
         raise error_cls(f"{path}: cannot create: {e.strerror}", errno=e.errno) from None
     try:

@@ -19,7 +19,6 @@ import logging
 import os
 import stat
 import sys
-import tempfile
 import time
 from typing import BinaryIO, Iterator
 
@@ -161,6 +160,7 @@ def _input_file(path: str, dev: MappedDevice) -> Iterator[tuple[BinaryIO, int]]:
             size = f.seek(0, os.SEEK_END) - pos
             f.seek(pos)
         else:
+            import tempfile     # here: it loads shutil, bz2, lzma, random (start-up)
             spool = stack.enter_context(tempfile.TemporaryFile(prefix="dmkit-import-"))
             size = _spool(f, spool, limit, name)
             f = spool
