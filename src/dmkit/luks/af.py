@@ -7,17 +7,44 @@ running XOR of the others.  Destroying any one block destroys the key.
 
 ``diffuse`` hashes the block in digest-sized pieces: piece ``i`` becomes
 ``H(be32(i) || piece)`` (truncated for the last, shorter piece).
+
+:func:`af_merge` (on the path of every unlock) runs in the optional C accelerator
+:mod:`dmkit.luks._afevp` (libcrypto, one digest context for all pieces, the GIL released)
+when it is built and libcrypto has the hash; otherwise in hashlib, with the same bytes.
 """
 
 from __future__ import annotations
 
 import os
-from typing import Callable
+from collections.abc import Callable
 
 from ..block import SECTOR_SIZE
 from .hashes import hash_ctor
 
-__all__ = ["af_split", "af_merge", "af_split_sectors", "diffuse"]
+try:  # the optional C accelerator (setup.py)
+    from . import _afevp
+except ImportError:  # pragma: no cover - depends on the build
+    _afevp = None
+
+__all__ = ["af_merge", "af_split", "af_split_sectors", "diffuse"]
+
+#: cryptsetup's hash name (lower case, as :mod:`.hashes` knows it) -> OpenSSL's digest name
+_EVP_NAMES = {
+    "sha1": "SHA1",
+    "sha224": "SHA224",
+    "sha256": "SHA256",
+    "sha384": "SHA384",
+    "sha512": "SHA512",
+    "ripemd160": "RIPEMD160",
+    "whirlpool": "whirlpool",
+    "sm3": "SM3",
+    "sha3-224": "SHA3-224",
+    "sha3-256": "SHA3-256",
+    "sha3-384": "SHA3-384",
+    "sha3-512": "SHA3-512",
+    "blake2b-512": "BLAKE2B-512",
+    "blake2s-256": "BLAKE2S-256",
+}
 
 
 def af_split_sectors(key_size: int, stripes: int) -> int:
@@ -72,6 +99,17 @@ def af_merge(split: bytes, key_size: int, stripes: int, hash_name: str) -> bytea
         raise ValueError("stripes must be at least 1")
     if len(split) < key_size * stripes:
         raise ValueError(f"split material is {len(split)} bytes, needs {key_size * stripes}")
+    md = _EVP_NAMES.get(hash_name.lower()) if _afevp is not None and key_size > 0 else None
+    if md is not None:
+        try:
+            return _afevp.merge(split, key_size, stripes, md)
+        except ValueError:  # the sizes are checked above: libcrypto lacks the digest
+            pass  # (e.g. whirlpool without OpenSSL 3's legacy provider)
+    return _af_merge_py(split, key_size, stripes, hash_name)
+
+
+def _af_merge_py(split: bytes, key_size: int, stripes: int, hash_name: str) -> bytearray:
+    """:func:`af_merge` in hashlib (arguments already checked)."""
     new = hash_ctor(hash_name)
     ds = new().digest_size
     mv = memoryview(split)
