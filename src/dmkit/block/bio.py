@@ -16,7 +16,6 @@ Invariants:
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
 
 SECTOR_SHIFT = 9
 SECTOR_SIZE = 1 << SECTOR_SHIFT
@@ -78,13 +77,30 @@ REQ_FUA = int(BioFlags.FUA)
 REQ_PREFLUSH = int(BioFlags.PREFLUSH)
 
 
-@dataclass(slots=True)
 class BioIntegrityPayload:
-    """Per-interval metadata carried with a bio (the kernel's ``bio_integrity_payload``)."""
+    """Per-interval metadata carried with a bio (the kernel's ``bio_integrity_payload``).
 
-    buf: memoryview
-    tuple_size: int
-    interval_bytes: int
+    (This class and :class:`Bio` are written out rather than made by ``dataclass``: a
+    slotted dataclass costs about a millisecond of every command's start-up.)"""
+
+    __slots__ = ("buf", "tuple_size", "interval_bytes")
+
+    def __init__(self, buf: memoryview, tuple_size: int, interval_bytes: int):
+        self.buf = buf
+        self.tuple_size = tuple_size
+        self.interval_bytes = interval_bytes
+
+    def __eq__(self, other):
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return (self.buf, self.tuple_size, self.interval_bytes) == \
+            (other.buf, other.tuple_size, other.interval_bytes)
+
+    __hash__ = None     # mutable, compared by value (as the dataclass was)
+
+    def __repr__(self) -> str:
+        return (f"BioIntegrityPayload(buf={self.buf!r}, tuple_size={self.tuple_size!r}, "
+                f"interval_bytes={self.interval_bytes!r})")
 
     def slice(self, offset_sectors: int, nr_sectors: int) -> "BioIntegrityPayload":
         per = self.interval_bytes >> SECTOR_SHIFT
@@ -95,19 +111,28 @@ class BioIntegrityPayload:
         return BioIntegrityPayload(self.buf[start:end], self.tuple_size, self.interval_bytes)
 
 
-@dataclass(slots=True, eq=False)
 class Bio:
-    op: BioOp
-    sector: int
-    nr_sectors: int
-    data: memoryview | None = None
-    #: a plain int of BioFlags bits
-    flags: int = 0
-    integrity: BioIntegrityPayload | None = None
-    #: a blk-crypto context (key + data unit number) when inline encryption is requested
-    crypt_ctx: object | None = None
-    #: which of a target's ``num_flush_bios`` flushes this is (dm_bio_get_target_bio_nr)
-    target_bio_nr: int = 0
+    """One request: ``op`` on ``nr_sectors`` from ``sector``.  ``flags`` is a plain int of
+    :class:`BioFlags` bits; ``crypt_ctx`` a blk-crypto context (key + data unit number)
+    when inline encryption is requested; ``target_bio_nr`` which of a target's
+    ``num_flush_bios`` flushes this is (``dm_bio_get_target_bio_nr``).  Compared by
+    identity."""
+
+    __slots__ = ("op", "sector", "nr_sectors", "data", "flags", "integrity", "crypt_ctx",
+                 "target_bio_nr")
+
+    def __init__(self, op: BioOp, sector: int, nr_sectors: int,
+                 data: memoryview | None = None, flags: int = 0,
+                 integrity: BioIntegrityPayload | None = None,
+                 crypt_ctx: object | None = None, target_bio_nr: int = 0):
+        self.op = op
+        self.sector = sector
+        self.nr_sectors = nr_sectors
+        self.data = data
+        self.flags = flags
+        self.integrity = integrity
+        self.crypt_ctx = crypt_ctx
+        self.target_bio_nr = target_bio_nr
 
     # -- constructors ---------------------------------------------------------------
     @classmethod
