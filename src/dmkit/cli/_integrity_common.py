@@ -1,6 +1,7 @@
 """Shared pieces of the ``dmkit integrity`` commands: errors and exit statuses, algorithm
-names, key files, opening DEV and --data-device, the options that say how to read a
-device and its journal (encryption, MAC), and the verified reader.
+names, key files, opening DEV and --data-device, --offset (the table's reserved sectors)
+and the superblock there, the options that say how to read a device and its journal
+(encryption, MAC), and the verified reader.
 
 Exit statuses: :class:`InputError` is bad input (2, like a usage error),
 :class:`VerificationFailed` a verification failure (1).  Keys are read from files into
@@ -17,22 +18,32 @@ from typing import Iterator
 
 import click
 
-from ..block import FileDevice
+from ..block import SECTOR_SHIFT, FileDevice
 from ..errors import DeviceError, DmkitError, FormatError, IntegrityError
 from ..targets.integrity import IntegrityReader, JournalStatus
+from ..targets.integrity.geometry import Geometry
 from ..targets.integrity.jcrypt import JournalCipher
-from ..targets.integrity.layout import SbFlags
+from ..targets.integrity.layout import SB_MAGIC, SB_SECTORS, SbFlags, Superblock
 from ..targets.integrity.tags import algorithm, kernel_name
 
-__all__ = ["MAX_KEY_SIZE", "InputError", "VerificationFailed", "bad_input", "cryptsetup_name",
-           "algorithm_name", "read_key", "open_devices", "same_file", "positive",
-           "alg_options", "journal_crypt_options", "journal_integrity_options", "journal_keys",
-           "make_reader", "quiet_integrity_log"]
+__all__ = ["MAX_KEY_SIZE", "OFFSET_HELP", "InputError", "VerificationFailed", "bad_input",
+           "cryptsetup_name", "algorithm_name", "read_key", "open_devices", "same_file",
+           "positive", "offset_option", "check_offset", "superblock_at", "check_fits",
+           "alg_options", "journal_crypt_options", "journal_integrity_options",
+           "journal_keys", "make_reader", "quiet_integrity_log"]
 
 log = logging.getLogger("dmkit.cli")
 
 #: the most key bytes read from a key file (integritysetup's MAX_KEY_SIZE)
 MAX_KEY_SIZE = 4096
+
+OFFSET_HELP = ("Sectors (512 bytes) before the superblock, never written: the table's "
+               "reserved_sectors, e.g. a LUKS2 integrity volume's data offset / 512. "
+               "With --data-device it applies to DEV (superblock, journal and tags); the data "
+               "device is used from sector 0, as the kernel does.")
+
+#: the first bytes of a LUKS1/LUKS2 header (a hint when there is no superblock)
+_LUKS_MAGIC = b"LUKS\xba\xbe"
 
 
 class InputError(DmkitError):
@@ -141,6 +152,68 @@ def positive(ctx, param, value):
     return value
 
 
+# -- --offset: the table's reserved sectors ----------------------------------------------------
+
+def _offset(ctx, param, value):
+    if value is not None and value < 0:
+        # one line and exit status 2 (InputError), before any device is opened
+        raise InputError(f"--offset {value}: a number of sectors cannot be negative")
+    return value
+
+
+def offset_option(f):
+    """``--offset SECTORS``: where the superblock is (dm-integrity's ``reserved_sectors``)."""
+    return click.option("--offset", type=int, default=0, show_default=True,
+                        callback=_offset, metavar="SECTORS", help=OFFSET_HELP)(f)
+
+
+def check_offset(md, offset: int) -> None:
+    """The superblock's 8 sectors at ``offset`` must lie on the metadata device."""
+    if md.nr_sectors < offset + SB_SECTORS:
+        raise InputError(f"{md.name}: --offset {offset} is beyond the end of the device "
+                         f"({md.nr_sectors} sectors; the superblock needs {SB_SECTORS} "
+                         "sectors from there)")
+
+
+def superblock_at(md, offset: int) -> Superblock:
+    """The superblock at sector ``offset`` of the metadata device ``md`` (the device
+    itself when interleaved), validated.  An offset past the end of ``md`` and a sector
+    that holds no superblock are InputErrors naming the sector."""
+    if md.nr_sectors < SB_SECTORS:
+        raise InputError(f"{md.name}: {md.nr_sectors} sectors is too small to hold a "
+                         "dm-integrity superblock")
+    check_offset(md, offset)
+    with bad_input():
+        raw = bytes(md.read(offset, SB_SECTORS))
+        if raw[:len(SB_MAGIC)] != SB_MAGIC:
+            hint = ""
+            if raw[:len(_LUKS_MAGIC)] == _LUKS_MAGIC:
+                hint = ("; it holds a LUKS header: a LUKS2 volume's integrity superblock is "
+                        "at its data offset, give --offset (the data offset / 512)")
+            elif offset and bytes(md.read(0, 1))[:len(SB_MAGIC)] == SB_MAGIC:
+                hint = "; sector 0 holds one: drop --offset"
+            raise InputError(f"{md.name}: no dm-integrity superblock at sector {offset}: "
+                             f"superblock magic {raw[:8]!r} is not {SB_MAGIC!r} (not a "
+                             f"dm-integrity device{hint})")
+        # other faults name the sector too when it is not the usual one
+        return Superblock.from_bytes(
+            raw, device=md.name if not offset else f"{md.name} at sector {offset}")
+
+
+def check_fits(geo: Geometry, md) -> None:
+    """The last tag must lie on the metadata device.  The kernel's own check for a separate
+    metadata device (``calculate_device_limits``) leaves the reserved sectors out, so with
+    --offset a metadata device that is short by up to that many sectors would pass it and
+    fail only when the last tags are read."""
+    if not geo.separate_metadata or not geo.provided_data_sectors:
+        return
+    last = geo.provided_data_sectors - geo.sectors_per_block
+    end = geo.tag_offset(last) + geo.tag_size
+    if end > md.nr_sectors << SECTOR_SHIFT:
+        raise InputError(f"{md.name}: the tags end at byte {end}, past the end of the "
+                         f"metadata device ({md.nr_sectors} sectors) with the superblock at "
+                         f"sector {geo.start_sector}: truncated image or wrong --offset")
+
 # -- shared options -------------------------------------------------------------------------
 
 def alg_options(f):
@@ -157,6 +230,7 @@ def alg_options(f):
         click.option("--data-device", metavar="DEV",
                      help="The data is on DEV; the device argument holds the superblock, "
                           "journal and tags."),
+        offset_option,
         click.option("--tag-size", type=int, callback=positive, metavar="BYTES",
                      help="Check that the superblock has this tag size."),
         click.option("--sector-size", type=int, callback=positive, metavar="BYTES",
@@ -229,20 +303,25 @@ def journal_keys(journal_crypt=None, journal_crypt_key_file=None, journal_crypt_
 
 
 def make_reader(data_dev, meta_dev, *, integrity_alg, integrity_key_file, integrity_key_size,
-                tag_size, sector_size, buffer_sectors, allow_discards,
+                tag_size, sector_size, buffer_sectors, allow_discards, offset=0,
                 **journal_opts) -> IntegrityReader:
-    """The verified reader the options describe, journal replayed in memory (decrypted
-    with --journal-crypt; its MACs checked with --journal-integrity)."""
+    """The verified reader the options describe, superblock at sector ``offset`` of the
+    metadata device, journal replayed in memory (decrypted with --journal-crypt; its MACs
+    checked with --journal-integrity)."""
     alg = algorithm_name(integrity_alg)
     key = read_key(integrity_key_file, integrity_key_size, "--integrity-key")
     cipher, jmac, jmac_key = journal_keys(**journal_opts)
-    name = (meta_dev or data_dev).name
+    md = meta_dev or data_dev
+    name = md.name
+    superblock_at(md, offset)
     with bad_input():
         reader = IntegrityReader(data_dev, meta_dev, internal_hash=alg, key=key,
                                  tag_size=tag_size, block_size=sector_size,
-                                 buffer_sectors=buffer_sectors, allow_discards=allow_discards,
-                                 replay_journal=True, name=name, journal_crypt=cipher,
-                                 journal_mac=jmac, journal_mac_key=jmac_key)
+                                 start_sector=offset, buffer_sectors=buffer_sectors,
+                                 allow_discards=allow_discards, replay_journal=True,
+                                 name=name, journal_crypt=cipher, journal_mac=jmac,
+                                 journal_mac_key=jmac_key)
+    check_fits(reader.geometry, md)
     if jmac is None and reader.superblock.has(SbFlags.HAVE_JOURNAL_MAC) \
             and reader.journal.status is JournalStatus.REPLAY_NEEDED:
         log.warning("%s: the journal is replayed without checking its journal MAC (give "

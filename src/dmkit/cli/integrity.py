@@ -7,6 +7,10 @@
 - ``verify``, ``export`` and ``import`` (in :mod:`.integrity_io`) check every block, copy
   the verified data out, and write data in through dmkit's integrity target.
 
+Every verb takes ``--offset SECTORS``, the table's ``reserved_sectors``: the superblock is
+at that sector of DEV (the metadata device with ``--data-device``; the data device is
+then used from sector 0, as the kernel does), and nothing before it is written.
+
 Everything but ``format`` and ``import`` opens the devices read-only.  Exit status: 0
 success, 1 a verification failure (mismatching blocks, nothing detected, an aborted
 format), 2 bad input (usage, an unreadable key file, a device that is not dm-integrity or
@@ -25,7 +29,6 @@ import click
 
 from ..block import SECTOR_SHIFT
 from ..errors import DmkitError
-from ..targets.integrity import read_superblock
 from ..targets.integrity.detect import detect_algorithm
 from ..targets.integrity.format import (
     FormatParams,
@@ -33,6 +36,7 @@ from ..targets.integrity.format import (
     format_device,
     plan_format,
 )
+from ..targets.integrity.geometry import Geometry
 from ..targets.integrity.layout import SbFlags, Superblock
 from ..targets.integrity.tags import algorithm
 from ._common import emit_json
@@ -41,10 +45,14 @@ from ._integrity_common import (
     VerificationFailed,
     algorithm_name,
     bad_input,
+    check_fits,
+    check_offset,
     cryptsetup_name,
+    offset_option,
     open_devices,
     positive,
     read_key,
+    superblock_at,
 )
 from .integrity_io import export_cmd, import_cmd, verify_cmd
 from .progress import progress
@@ -104,6 +112,7 @@ def integrity():
               help="Accepted for integritysetup compatibility (see --integrity-bitmap-mode).")
 @click.option("--data-device", metavar="DEV",
               help="Put the data on DEV; the device argument gets superblock, journal and tags.")
+@offset_option
 @click.option("--integrity-legacy-padding", is_flag=True,
               help="The old 128 KiB tag-area padding (no fix_padding).")
 @click.option("--integrity-legacy-hmac", is_flag=True,
@@ -116,14 +125,16 @@ def format_cmd(dev, integrity_alg, integrity_key_file, integrity_key_size, tag_s
                sector_size, interleave_sectors, journal_size, buffer_sectors,
                journal_integrity, journal_integrity_key_file, journal_integrity_key_size,
                journal_crypt, journal_crypt_key_file, journal_crypt_key_size,
-               integrity_bitmap_mode, integrity_no_journal, data_device,
+               integrity_bitmap_mode, integrity_no_journal, data_device, offset,
                integrity_legacy_padding, integrity_legacy_hmac, no_wipe, batch_mode):
     """Format DEV as dm-integrity, as `integritysetup format` does.
 
     Writes the superblock the kernel would write, an empty journal, and (unless
     --no-wipe) zeros with their tags over every block.  Asks before overwriting
     anything unless --batch-mode.  Defaults are integritysetup's: crc32c, 4-byte tags,
-    512-byte blocks, fixed padding and fix_hmac.
+    512-byte blocks, fixed padding and fix_hmac.  With --offset N the superblock goes to
+    sector N of DEV and the N sectors before it are not written; the provided size is what
+    the kernel provides with reserved_sectors N.
     """
     if journal_integrity is None and journal_integrity_key_file is not None:
         raise InputError("--journal-integrity-key-file needs --journal-integrity")
@@ -148,18 +159,26 @@ def format_cmd(dev, integrity_alg, integrity_key_file, integrity_key_size, tag_s
         journal_sectors=journal_size >> SECTOR_SHIFT if journal_size else None,
         buffer_sectors=buffer_sectors, fix_padding=not integrity_legacy_padding,
         fix_hmac=not integrity_legacy_hmac, journal_mac=jmac, journal_mac_key=jmac_key,
-        journal_crypt=journal_crypt, journal_crypt_key=jcrypt_key)
+        journal_crypt=journal_crypt, journal_crypt_key=jcrypt_key, start_sector=offset)
     with open_devices(dev, data_device, write=True) as (data_dev, meta_dev):
         md = meta_dev or data_dev
-        with bad_input():
-            plan = plan_format(data_dev.nr_sectors,
-                               meta_dev.nr_sectors if meta_dev is not None else None,
-                               params=params, salt=random_bytes(16), device=md.name)
+        check_offset(md, offset)
+        try:
+            with bad_input():
+                plan = plan_format(data_dev.nr_sectors,
+                                   meta_dev.nr_sectors if meta_dev is not None else None,
+                                   params=params, salt=random_bytes(16), device=md.name)
+        except InputError as e:
+            if not offset:
+                raise
+            raise InputError(f"{e} (--offset {offset} leaves {md.nr_sectors - offset} of its "
+                             f"{md.nr_sectors} sectors)", errno=e.errno) from None
+        check_fits(plan.geometry, md)
         if tag_size is not None and tag_size != algorithm(alg).digest_size:
             log.warning("requested tag size %d bytes differs from %s's %d-byte output",
                         tag_size, alg, algorithm(alg).digest_size)
         if not batch_mode:
-            _confirm_format(dev, md)
+            _confirm_format(dev, md, offset)
             click.echo("Wiping device to initialize integrity checksum." if not no_wipe
                        else "Not wiping: every block fails verification until written.",
                        err=True)
@@ -181,12 +200,15 @@ def format_cmd(dev, integrity_alg, integrity_key_file, integrity_key_size, tag_s
                    f"internal integrity {cryptsetup_name(alg)}.")
 
 
-def _confirm_format(dev: str, md) -> None:
-    """integritysetup's question; an existing superblock is named in it."""
+def _confirm_format(dev: str, md, offset: int = 0) -> None:
+    """integritysetup's question; an existing superblock (at the offset) is named in it."""
     msg = f"This will overwrite data on {dev} irrevocably."
-    old = existing_superblock(md)
+    if offset:
+        msg += f"\nIts first {offset} sectors (--offset) are left as they are."
+    old = existing_superblock(md, offset)
     if old is not None:
-        msg += (f"\n{dev} holds a dm-integrity superblock (version {old.version}, "
+        where = f" at sector {offset}" if offset else ""
+        msg += (f"\n{dev} holds a dm-integrity superblock{where} (version {old.version}, "
                 f"{old.provided_data_sectors} provided sectors, tag size "
                 f"{old.integrity_tag_size}); its data and tags will be lost.")
     click.echo(f"\nWARNING!\n========\n{msg}\n\nAre you sure? (Type 'yes' in capital "
@@ -232,13 +254,17 @@ def dump_text(sb: Superblock, device: str) -> str:
 
 @integrity.command("dump")
 @click.argument("dev", metavar="DEV")
-@click.option("--json", "as_json", is_flag=True, help="Print the fields as a JSON object.")
-def dump_cmd(dev: str, as_json: bool):
-    """Print the superblock of DEV as `integritysetup dump` does."""
-    with open_devices(dev, None, write=False) as (d, _), bad_input():
-        sb = read_superblock(d)
+@offset_option
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the fields as a JSON object (with \"offset\" when --offset is "
+                   "given).")
+def dump_cmd(dev: str, offset: int, as_json: bool):
+    """Print the superblock of DEV (at sector --offset) as `integritysetup dump` does."""
+    with open_devices(dev, None, write=False) as (d, _):
+        sb = superblock_at(d, offset)
     if as_json:
-        emit_json({"device": dev, **_dump_fields(sb)})
+        emit_json({"device": dev, **({"offset": offset} if offset else {}),
+                   **_dump_fields(sb)})
     else:
         click.echo(dump_text(sb, dev), nl=False)
 
@@ -251,12 +277,13 @@ def dump_cmd(dev: str, as_json: bool):
 @click.option("--integrity-key-size", type=int, metavar="BYTES",
               help="Bytes of the key file to use (default: the whole file).")
 @click.option("--data-device", metavar="DEV", help="The data device (separate metadata).")
+@offset_option
 @click.option("--buffer-sectors", type=int, default=128, show_default=True,
               callback=positive, metavar="SECTORS")
 @click.option("--samples", type=int, default=64, show_default=True, callback=positive,
               help="Most blocks to test (written blocks first, then zero blocks).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def detect_cmd(dev: str, integrity_key_file, integrity_key_size, data_device,
+def detect_cmd(dev: str, integrity_key_file, integrity_key_size, data_device, offset,
                buffer_sectors, samples, as_json):
     """Find the tag algorithm of DEV by testing candidates on a sample of its blocks.
 
@@ -266,9 +293,17 @@ def detect_cmd(dev: str, integrity_key_file, integrity_key_size, data_device,
     the discard filler.  Exit status 0 with the best match, 1 when nothing matches.
     """
     key = read_key(integrity_key_file, integrity_key_size, "--integrity-key")
-    with open_devices(dev, data_device, write=False) as (data_dev, meta_dev), bad_input():
-        res = detect_algorithm(data_dev, meta_dev, key=key, buffer_sectors=buffer_sectors,
-                               max_samples=samples)
+    with open_devices(dev, data_device, write=False) as (data_dev, meta_dev):
+        md = meta_dev or data_dev
+        sb = superblock_at(md, offset)
+        with bad_input():
+            geo = Geometry.from_superblock(
+                sb, data_dev.nr_sectors, meta_dev.nr_sectors if meta_dev is not None else None,
+                start_sector=offset, buffer_sectors=buffer_sectors, device=md.name)
+        check_fits(geo, md)
+        with bad_input():
+            res = detect_algorithm(data_dev, meta_dev, key=key, start_sector=offset,
+                                   buffer_sectors=buffer_sectors, max_samples=samples)
     best = res.best
     if as_json:
         emit_json(res.as_dict(dev))

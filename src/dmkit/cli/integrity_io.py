@@ -3,9 +3,10 @@ copied out, data written in through dmkit's integrity target.
 
 verify and export open the devices read-only and replay a journal in memory (an encrypted
 one with ``--journal-crypt``, its MACs checked with ``--journal-integrity``); the image is
-never changed.  import builds the kernel's table line for DEV's superblock (with the
-journal's encryption and MAC when given) and writes through :class:`IntegrityTarget`, then
-flushes and closes it as the kernel closes a device (journal written home, bitmap clean).
+never changed.  import builds the kernel's table line for DEV's superblock (its
+``reserved_sectors`` is ``--offset``; with the journal's encryption and MAC when given)
+and writes through :class:`IntegrityTarget`, then flushes and closes it as the kernel
+closes a device (journal written home, bitmap clean).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from ..block import SECTOR_SHIFT
 from ..dm import MappedDevice
 from ..dm.resolver import DeviceResolver
 from ..errors import DmkitError, IntegrityError
-from ..targets.integrity import IntegrityReader, IntegrityTarget, JournalStatus, read_superblock
+from ..targets.integrity import IntegrityReader, IntegrityTarget, JournalStatus
 from ..targets.integrity.layout import SbFlags
 from ..targets.integrity.tags import algorithm
 from ._common import STDIO, emit_json, replacing_file
@@ -34,6 +35,7 @@ from ._integrity_common import (
     alg_options,
     algorithm_name,
     bad_input,
+    check_fits,
     journal_crypt_options,
     journal_integrity_options,
     journal_keys,
@@ -42,6 +44,7 @@ from ._integrity_common import (
     quiet_integrity_log,
     read_key,
     same_file,
+    superblock_at,
 )
 from .copy import _copy_in, _input_file  # the same import rules as `dmkit import`
 from .progress import progress
@@ -283,8 +286,9 @@ def import_cmd(dev: str, input_path: str, data_device: str | None, mode: str,
     """Write IN (a path, or - for stdin) into the formatted device DEV from sector 0.
 
     The bytes go through dmkit's dm-integrity target (the kernel's table line for
-    DEV's superblock, in the chosen mode), which writes data and tags as the kernel
-    does; the device is flushed and closed cleanly (journal written home, bitmap clean).
+    DEV's superblock, with --offset as its reserved_sectors, in the chosen mode), which
+    writes data and tags as the kernel does; the device is flushed and closed cleanly
+    (journal written home, bitmap clean).
     IN may be shorter than the device, not longer: that is refused before anything is
     written.  DEV must already be formatted.
     """
@@ -296,8 +300,9 @@ def import_cmd(dev: str, input_path: str, data_device: str | None, mode: str,
     if cipher is not None and mode == "bitmap":
         raise InputError("--journal-crypt cannot be used with --mode bitmap (the journal "
                          "area holds the bitmap, which is not encrypted)")
-    with open_devices(dev, data_device, write=False) as (data_dev, meta_dev), bad_input():
-        sb = read_superblock(meta_dev or data_dev)
+    offset = opts["offset"]
+    with open_devices(dev, data_device, write=False) as (data_dev, meta_dev):
+        sb = superblock_at(meta_dev or data_dev, offset)
         if sb.has(SbFlags.HAVE_JOURNAL_MAC) != (jmac is not None):
             raise InputError(f"{dev}: the superblock {'has' if jmac is None else 'has no'} "
                              "a journal MAC: " + ("give --journal-integrity and its key"
@@ -305,11 +310,14 @@ def import_cmd(dev: str, input_path: str, data_device: str | None, mode: str,
                                                   else "drop --journal-integrity"))
         # the geometry check (a truncated image), the superblock and journal MACs, and a
         # journal the target would have to replay, before any write
-        IntegrityReader(data_dev, meta_dev, internal_hash=alg, key=key,
-                        tag_size=opts["tag_size"], block_size=opts["sector_size"],
-                        buffer_sectors=opts["buffer_sectors"], replay_journal=True,
-                        journal_crypt=cipher, journal_mac=jmac, journal_mac_key=jmac_key)
-    args = [data_device or dev, "0", str(sb.integrity_tag_size), _MODES[mode]]
+        with bad_input():
+            reader = IntegrityReader(data_dev, meta_dev, internal_hash=alg, key=key,
+                                     tag_size=opts["tag_size"], block_size=opts["sector_size"],
+                                     start_sector=offset, buffer_sectors=opts["buffer_sectors"],
+                                     replay_journal=True, journal_crypt=cipher,
+                                     journal_mac=jmac, journal_mac_key=jmac_key)
+        check_fits(reader.geometry, meta_dev or data_dev)
+    args = [data_device or dev, str(offset), str(sb.integrity_tag_size), _MODES[mode]]
     optional = [f"buffer_sectors:{opts['buffer_sectors']}"]
     if data_device is not None:
         optional.append(f"meta_device:{dev}")

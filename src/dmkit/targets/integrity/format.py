@@ -284,9 +284,17 @@ def plan_format(data_device_sectors: int, meta_device_sectors: int | None = None
         cipher = JournalCipher(p.journal_crypt, p.journal_crypt_key)
     if salt is not None and len(salt) != SALT_SIZE:
         raise ValueError(f"salt must be {SALT_SIZE} bytes")
+    # With a separate metadata device the kernel sizes the journal so that the journal and
+    # the tags fit the device (calculate_device_limits) but leaves the reserved sectors out
+    # of that sum: with start_sector > 0 the tags could end past the device's end.  Size
+    # them for what follows the reserved sectors instead: the same journal whenever the
+    # kernel's fits, a smaller one where the kernel's would not.
+    fit_meta_sectors = meta_device_sectors
+    if meta_device_sectors is not None and p.start_sector:
+        fit_meta_sectors = max(meta_device_sectors - p.start_sector, 0)
     try:
         sb = format_superblock(
-            data_device_sectors, meta_device_sectors, tag_size=tag_size,
+            data_device_sectors, fit_meta_sectors, tag_size=tag_size,
             block_size=p.block_size, journal_sectors=p.journal_sectors,
             interleave_sectors=p.interleave_sectors, buffer_sectors=p.buffer_sectors,
             sectors_per_bit=p.sectors_per_bit, start_sector=p.start_sector,
