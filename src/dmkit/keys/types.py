@@ -165,18 +165,19 @@ class EncryptedKey(Key):
                  iv: bytes, decrypted_data: SecretBytes | None = None,
                  sealed: Blob | None = None):
         """Low level; use :meth:`new`, :meth:`instantiate` or :meth:`from_blob`."""
+        enc = _enc()
         check_description(self.type, description)
-        _enc().check_format(format)
-        if format == _enc().FORMAT_ECRYPTFS:
-            _enc().check_ecryptfs_desc(description)
-        _enc().check_master_desc(master_desc)
-        if master_desc.startswith(_enc().KEY_TRUSTED_PREFIX):
+        enc.check_format(format)
+        if format == enc.FORMAT_ECRYPTFS:
+            enc.check_ecryptfs_desc(description)
+        enc.check_master_desc(master_desc)
+        if master_desc.startswith(enc.KEY_TRUSTED_PREFIX):
             raise KeyNotSupportedError(
                 f"encrypted key {description!r}: master key {master_desc!r} is a trusted key: "
                 f"trusted keys need a TPM, not supported")
-        n = _enc().parse_datalen(datalen)
-        _enc().check_length_rules(format, n)
-        if len(iv) != _enc().IV_SIZE:
+        n = enc.parse_datalen(datalen)
+        enc.check_length_rules(format, n)
+        if len(iv) != enc.IV_SIZE:
             raise KeyFormatError(f"encrypted key {description!r}: IV is {len(iv)} bytes")
         if (decrypted_data is None) == (sealed is None):
             raise ValueError("an encrypted key is either open (decrypted_data) or sealed (blob)")
@@ -202,11 +203,12 @@ class EncryptedKey(Key):
         ``decrypted_data`` gives the data instead (the kernel's ``new ... <hex>`` form, or
         a test that needs a known key); the IV is still drawn from ``rng``.
         """
+        enc = _enc()
         datalen = str(length)
-        n = _enc().parse_datalen(datalen)
-        _enc().check_format(format)
-        _enc().check_length_rules(format, n)
-        iv = rng(_enc().IV_SIZE)
+        n = enc.parse_datalen(datalen)
+        enc.check_format(format)
+        enc.check_length_rules(format, n)
+        iv = rng(enc.IV_SIZE)
         if decrypted_data is None:
             data = SecretBytes(rng(n))
         else:
@@ -218,9 +220,10 @@ class EncryptedKey(Key):
     def from_blob(cls, description: str, blob: Blob | str,
                   master: MasterLookup | None = None) -> EncryptedKey:
         """A key from its blob: verified and open with ``master``, sealed without."""
+        enc = _enc()
         if isinstance(blob, str):
-            blob = _enc().Blob.from_text(blob)
-        fmt = blob.format or _enc().FORMAT_DEFAULT
+            blob = enc.Blob.from_text(blob)
+        fmt = blob.format or enc.FORMAT_DEFAULT
         if master is None:
             if blob.format is None:
                 raise KeyFormatError(f"encrypted key {description!r}: a blob without a format "
@@ -230,7 +233,7 @@ class EncryptedKey(Key):
         # check what the kernel checks before it looks for the master
         cls(description, format=fmt, master_desc=blob.master_desc, datalen=blob.datalen,
             iv=blob.iv, sealed=blob)
-        data = _enc().unwrap(blob, master(blob.master_desc), what=f"encrypted key {description!r}")
+        data = enc.unwrap(blob, master(blob.master_desc), what=f"encrypted key {description!r}")
         return cls(description, format=fmt, master_desc=blob.master_desc,
                    datalen=blob.datalen, iv=blob.iv, decrypted_data=data)
 
@@ -243,9 +246,10 @@ class EncryptedKey(Key):
         ``allow_user_decrypted_data`` is the kernel's ``CONFIG_USER_DECRYPTED_DATA`` (off by
         default there, and here): whether ``new ... <hex data>`` is accepted.
         """
-        p = _enc().parse_payload(payload)
-        if isinstance(p, _enc().NewPayload):
-            fmt = p.format or _enc().FORMAT_DEFAULT
+        enc = _enc()
+        p = enc.parse_payload(payload)
+        if isinstance(p, enc.NewPayload):
+            fmt = p.format or enc.FORMAT_DEFAULT
             given = None
             if p.decrypted_data is not None:
                 if not allow_user_decrypted_data:
@@ -253,13 +257,13 @@ class EncryptedKey(Key):
                         "encrypted key: new keys from provided data are disabled (the "
                         "kernel's CONFIG_USER_DECRYPTED_DATA is off by default)")
                 given = SecretBytes(bytes.fromhex(p.decrypted_data))
-            n = _enc().parse_datalen(p.datalen)
-            iv = rng(_enc().IV_SIZE)
+            n = enc.parse_datalen(p.datalen)
+            iv = rng(enc.IV_SIZE)
             data = given if given is not None else SecretBytes(rng(n))
             # the length text stays as written ("032"): the HMAC covers it
             return cls(description, format=fmt, master_desc=p.master_desc, datalen=p.datalen,
                        iv=iv, decrypted_data=data)
-        assert isinstance(p, _enc().LoadPayload)
+        assert isinstance(p, enc.LoadPayload)
         return cls.from_blob(description, p.blob(), master)
 
     # --- use ----------------------------------------------------------------------------------
@@ -293,13 +297,14 @@ class EncryptedKey(Key):
 
     def blob(self, master: MasterLookup) -> Blob:
         """The blob wrapped by the current master, as ``encrypted_read`` makes it."""
+        enc = _enc()
         if self._data is None:
             opened = self.unseal(master)
             try:
                 return opened.blob(master)
             finally:
                 opened.wipe()
-        return _enc().wrap(self._data, master_key=master(self.master_desc),
+        return enc.wrap(self._data, master_key=master(self.master_desc),
                         master_desc=self.master_desc, fmt=self.format, datalen=self.datalen,
                         iv=self.iv)
 
@@ -317,9 +322,10 @@ class EncryptedKey(Key):
         Like the kernel, the new master need not exist yet: it is needed when the key is
         next read.  A sealed key is opened first with its current master.
         """
-        p = _enc().parse_payload(payload, update=True)
-        assert isinstance(p, _enc().UpdatePayload)
-        _enc().check_master_desc(p.master_desc, self.master_desc)
+        enc = _enc()
+        p = enc.parse_payload(payload, update=True)
+        assert isinstance(p, enc.UpdatePayload)
+        enc.check_master_desc(p.master_desc, self.master_desc)
         opened = self
         if self._data is None:
             if master is None:
