@@ -10,7 +10,6 @@ import json
 import shutil
 
 import pytest
-from click.testing import CliRunner
 from integrity_vectors import (
     ALGORITHM,
     IMAGES,
@@ -28,6 +27,8 @@ from dmkit.targets.integrity import IntegrityReader
 from dmkit.targets.integrity.format import FormatParams, plan_format
 from dmkit.targets.integrity.geometry import compute_provided_data_sectors, format_superblock
 from dmkit.targets.integrity.layout import Superblock
+
+from test_cli_read import digest, one_line, run  # noqa: E402  (the same CLI helpers)
 
 ORACLE = VECTORS / "oracle"
 ORACLE_CASES = {e["name"]: e for e in
@@ -50,22 +51,6 @@ def oracle_images(tmp_path_factory):
     return _OracleCache(tmp_path_factory.mktemp("oracle-offset"))
 
 
-def run(*args, input=None):
-    return CliRunner().invoke(cli, ["integrity", *map(str, args)], input=input,
-                              catch_exceptions=False)
-
-
-def one_line(result, *needles):
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("dmkit: ") and "Traceback" not in result.stderr
-    for n in needles:
-        assert n in lines[0], lines[0]
-    return lines[0]
-
-
-def digest(*paths):
-    return [hashlib.sha256(open(p, "rb").read()).hexdigest() for p in paths]
 
 
 def prefix_bytes(n):
