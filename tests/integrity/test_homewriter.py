@@ -166,3 +166,110 @@ def test_an_unclosed_target_does_not_keep_the_interpreter(tmp_path):
     r = subprocess.run([sys.executable, "-c", code], timeout=60, capture_output=True, check=False,
                        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
     assert r.returncode == 0, r.stderr.decode()
+
+
+# -- the queue of write-homes (HomeWriter alone) ---------------------------------------------
+
+def test_queued_jobs_run_in_order_and_are_taken_oldest_first():
+    from dmkit.targets.integrity.homewriter import HomeWriter
+    hw = HomeWriter("q", depth=3)
+    gate = threading.Event()
+    ran = []
+    hw.start(lambda: (gate.wait(10), ran.append(1)), "plan1")
+    hw.start(lambda: ran.append(2), "plan2")
+    assert hw.busy and not hw.full and not hw.done
+    hw.start(lambda: ran.append(3), "plan3")
+    assert hw.full
+    with pytest.raises(RuntimeError, match="already under way"):
+        hw.start(lambda: None, "plan4")
+    gate.set()
+    assert [hw.take(), hw.take(), hw.take()] == ["plan1", "plan2", "plan3"]
+    assert ran == [1, 2, 3] and not hw.busy
+    assert hw.close() is None
+    with pytest.raises(ValueError):
+        HomeWriter("q", depth=0)
+
+
+def test_a_failed_job_stops_the_jobs_queued_after_it():
+    """Blocks queued after a failed write-home (whose flush may not have happened) must not
+    go home: those jobs do not run, and taking them says so."""
+    from dmkit.targets.integrity.homewriter import HomeWriter, SkippedJob
+    hw = HomeWriter("q", depth=3)
+    gate = threading.Event()
+    ran = []
+
+    def fail():
+        gate.wait(10)
+        raise BlockIOError("disk: flush failed: Input/output error")
+
+    hw.start(fail, "plan1")
+    hw.start(lambda: ran.append(2), "plan2")
+    hw.start(lambda: ran.append(3), "plan3")
+    gate.set()
+    with pytest.raises(BlockIOError, match="flush failed"):
+        hw.take()
+    with pytest.raises(SkippedJob, match="an earlier one failed"):
+        hw.take()
+    assert hw.busy
+    assert isinstance(hw.close(), SkippedJob) is False     # nothing real left untaken
+    assert ran == []
+    # close reports the first real failure nobody took, not the skipped jobs after it
+    hw = HomeWriter("q", depth=2)
+    gate.clear()
+    hw.start(fail, "plan1")
+    hw.start(lambda: ran.append(2), "plan2")
+    gate.set()
+    err = hw.close()
+    assert isinstance(err, BlockIOError) and ran == []
+
+
+class GatedFlushDisk(MemoryDevice):
+    """A RAM disk whose flushes from the writer thread wait for ``gate``."""
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self.gate = threading.Event()
+        self.gate.set()
+
+    def _submit(self, bio):
+        if bio.op.name == "FLUSH" and threading.current_thread() is not threading.main_thread():
+            assert self.gate.wait(30), "the test never opened the gate"
+        super()._submit(bio)
+
+
+def test_requests_queue_a_second_write_home_while_the_first_flushes():
+    """While the thread is stuck in a flush, a second write-home is queued behind it and
+    the requests go on into the free sections; once the flush returns, both run in order
+    and everything reads back, before and after close."""
+    disk = GatedFlushDisk(32768, name="disk")
+    args = "disk 0 - J 3 internal_hash:crc32c journal_sectors:4000 block_size:4096"
+    dev = mapped({"disk": disk}, args, background_writeback=True)
+    t = dev.targets[0]
+    hw, jw = t._home_writer, t.journal
+    assert hw.depth == 2
+    n = dev.nr_sectors
+    want = bytearray(n * 512)
+    dev.write(0, bytes(want))           # every tag valid
+    dev.flush()
+    disk.gate.clear()
+    chunk = t.home_chunk_sections * jw.section_entries * 8        # sectors
+    k = 0
+    while not hw.full:
+        assert k < 8 * jw.n_sections, "no second write-home was queued"
+        data = _pattern(k, chunk * 512)
+        s = (k * chunk) % (n - chunk)
+        dev.write(s, data)
+        want[s * 512:(s + chunk) * 512] = data
+        k += 1
+    assert len(jw.homing) >= 2 and not hw.done      # (and a finished one, waiting for a flush)
+    disk.gate.set()
+    for j in range(40):                  # more writes: the thread catches up
+        data = _pattern(1000 + j, 64 * 512)
+        s = (j * 448) % (n - 64)
+        dev.write(s, data)
+        want[s * 512:(s + 64) * 512] = data
+    assert dev.read(0, n) == want
+    dev.close()
+    dev = mapped({"disk": disk}, args)
+    assert dev.read(0, n) == want
+    dev.close()

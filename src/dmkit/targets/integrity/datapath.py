@@ -305,23 +305,23 @@ class DataPath:
         except DmkitError as e:
             self._fail(e)
             raise
-        if self._home_writer is not None and not self._home_writer.busy:
+        if self._home_writer is not None and not self._home_writer.full:
             self._start_home()
 
     def _journal_full(self) -> None:
-        """No free entry for a write.  With the writer thread: the job under way ends
-        (the plans before its own finish: their sections are free, and the next job
-        starts); if that frees nothing, what is uncommitted is committed, its job's flush
-        frees the sections before it; failing that, everything is written home now."""
+        """No free entry for a write.  With the writer thread: the jobs under way end,
+        oldest first (as each ends, the plans before its own finish: their sections are
+        free, and the next job starts), until one frees something; failing that, what is
+        uncommitted is committed, and its job's flush frees the sections before it;
+        failing that, everything is written home now."""
         hw, jw = self._home_writer, self.journal
         if hw is not None:
-            if hw.busy:
+            while hw.busy:
                 self._reap_home()
                 if jw.free_sectors:
                     return
-            if not hw.busy:
-                self._commit(durable=False)
-            if hw.busy:
+            self._commit(durable=False)
+            while hw.busy:
                 self._reap_home()
                 if jw.free_sectors:
                     return
@@ -374,7 +374,7 @@ class DataPath:
         jw = self.journal
         while jw.homing[0] is not plan:
             jw.finish_home(jw.homing[0])
-        if start_next:
+        if start_next and not self._home_writer.full:
             self._start_home()
 
     def _drain_home(self) -> None:
@@ -383,7 +383,7 @@ class DataPath:
         hw = self._home_writer
         if hw is None:
             return
-        if hw.busy:
+        while hw.busy:
             self._reap_home(start_next=False)
         jw = self.journal
         if jw.homing:
