@@ -261,7 +261,8 @@ def test_requests_queue_a_second_write_home_while_the_first_flushes():
         dev.write(s, data)
         want[s * 512:(s + chunk) * 512] = data
         k += 1
-    assert len(jw.homing) >= 2 and not hw.done      # (and a finished one, waiting for a flush)
+    assert len(jw.homing) >= 2
+    assert dev.read(0, n) == want        # from the journal and home, beside the stuck thread
     disk.gate.set()
     for j in range(40):                  # more writes: the thread catches up
         data = _pattern(1000 + j, 64 * 512)
@@ -273,3 +274,20 @@ def test_requests_queue_a_second_write_home_while_the_first_flushes():
     dev = mapped({"disk": disk}, args)
     assert dev.read(0, n) == want
     dev.close()
+
+
+def test_a_queued_job_not_started_can_be_withdrawn():
+    from dmkit.targets.integrity.homewriter import HomeWriter
+    hw = HomeWriter("q", depth=2)
+    gate, started = threading.Event(), threading.Event()
+    ran = []
+    hw.start(lambda: (started.set(), gate.wait(10), ran.append(1)), "plan1")
+    assert started.wait(10)
+    assert hw.withdraw_pending() is None            # the running job stays
+    hw.start(lambda: ran.append(2), "plan2")
+    assert hw.withdraw_pending() == "plan2" and not hw.full
+    hw.start(lambda: ran.append(3), "plan3")
+    gate.set()
+    assert hw.take() == "plan1" and hw.take() == "plan3"
+    assert ran == [1, 3]                            # the withdrawn job never ran
+    assert hw.close() is None

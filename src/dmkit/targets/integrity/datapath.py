@@ -305,7 +305,7 @@ class DataPath:
         except DmkitError as e:
             self._fail(e)
             raise
-        if self._home_writer is not None and not self._home_writer.full:
+        if self._home_writer is not None:
             self._start_home()
 
     def _journal_full(self) -> None:
@@ -344,11 +344,22 @@ class DataPath:
     # Then it writes its blocks home, unflushed; the next job's flush, or a drain, makes
     # them durable.  One flush per write-home, as in the synchronous path.
     def _start_home(self) -> None:
-        jw = self.journal
+        """A write-home of the committed sections not planned yet.  When the queue is
+        full and the thread has not started the newest job, that job is withdrawn and
+        planned again with the new sections: one job, one flush, for both."""
+        jw, hw = self.journal, self._home_writer
+        if not jw.unplanned_sections:
+            return
+        if hw.full:
+            pending = hw.withdraw_pending()
+            if pending is None:
+                return
+            jw.unplan(pending)
+        idle = not hw.busy
         plan = jw.plan_home()
-        if plan is not None:
-            flush_first = plan.needs_flush or len(jw.homing) > 1
-            self._home_writer.start(functools.partial(self._home_job, plan, flush_first), plan)
+        flush_first = plan.needs_flush or len(jw.homing) > 1
+        hw.start(functools.partial(self._home_job, plan, flush_first), plan)
+        if idle:
             # Let the thread take the GIL now and reach its flush (which releases it);
             # otherwise it waits for the switch interval (5 ms) or for this path to block.
             time.sleep(_HANDOFF_SECONDS)
@@ -374,7 +385,7 @@ class DataPath:
         jw = self.journal
         while jw.homing[0] is not plan:
             jw.finish_home(jw.homing[0])
-        if start_next and not self._home_writer.full:
+        if start_next:
             self._start_home()
 
     def _drain_home(self) -> None:

@@ -95,6 +95,19 @@ class HomeWriter:
                 future.set_result(None)
         self._jobs.append((future, plan))
 
+    def withdraw_pending(self) -> HomePlan | None:
+        """Take back the newest write-home if the thread has not started it (and there is
+        one before it): returns its plan, which then never runs, or None.  The target
+        plans it again together with the sections committed since, so that a thread
+        slower than the requests makes fewer, bigger write-homes (one flush each)."""
+        if len(self._jobs) < 2:
+            return None
+        future, plan = self._jobs[-1]
+        if not future.cancel():
+            return None
+        self._jobs.pop()
+        return plan
+
     def take(self) -> HomePlan:
         """Wait for the oldest job under way and return its plan; raise what the job
         raised (the job is then over either way)."""

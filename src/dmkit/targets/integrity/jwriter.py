@@ -460,6 +460,11 @@ class JournalWriter:
         self.finish_home(plan)
         return plan.blocks
 
+    @property
+    def unplanned_sections(self) -> int:
+        """Committed sections that no write-home plan covers yet."""
+        return self.n_committed_sections - sum(p.n_sections for p in self.homing)
+
     def plan_home(self) -> HomePlan | None:
         """What writing the committed sections home takes (those after the plans not yet
         finished), as ``do_journal_write``:
@@ -497,27 +502,36 @@ class JournalWriter:
         else:
             ents, secs = np.concatenate(ents), np.concatenate(secs)
             pos = self._section_positions(start, n)
-        idx = np.flatnonzero(secs >= 0)
-        s_used = secs[idx]
-        if s_used.size > 1 and not (np.diff(s_used) > 0).all():
-            # a sector more than once: its last entry in the range goes home
-            _, last = np.unique(s_used[::-1], return_index=True)
-            keep = np.zeros(idx.size, dtype=bool)
-            keep[idx.size - 1 - last] = True
-            idx = idx[keep]
-        pk, sk = pos[idx], secs[idx]
+        ds = np.diff(secs)
+        if secs.size and secs[0] >= 0 and (ds > 0).all():
+            # the usual case: every entry used, each sector once, in increasing order
+            pk, sk, ek = pos, secs.copy(), ents
+            # runs break where sectors are not consecutive (or positions, at a wrap);
+            # a run is cut where a section ends
+            jump = ds != spb
+            if len(pieces) > 1:
+                jump[pieces[0][1] * E - 1] = True
+            breaks = (np.flatnonzero(jump) + 1).tolist()
+            cut_list = list(range(E, int(pk.size), E))
+        else:
+            idx = np.flatnonzero(secs >= 0)
+            s_used = secs[idx]
+            if s_used.size > 1 and not (np.diff(s_used) > 0).all():
+                # a sector more than once: its last entry in the range goes home
+                _, last = np.unique(s_used[::-1], return_index=True)
+                keep = np.zeros(idx.size, dtype=bool)
+                keep[idx.size - 1 - last] = True
+                idx = idx[keep]
+            pk, sk, ek = pos[idx], secs[idx], ents[idx]
+            breaks = (np.flatnonzero((np.diff(pk) != 1) | (np.diff(sk) != spb)) + 1).tolist()
+            cut_list = (np.flatnonzero(np.diff(pk // E) != 0) + 1).tolist()
         runs: list = []
         if pk.size:
             t0 = 8 + 8 * spb
-            tags = ents[idx].view(np.uint8)[:, t0:t0 + self.tag_size].tobytes()
-            d0 = self._pos_data[pk]
-            # runs of consecutive positions and sectors; a run is one request, in one
-            # piece per section it spans
-            breaks = np.flatnonzero((np.diff(pk) != 1) | (np.diff(sk) != spb)) + 1
-            cuts = np.flatnonzero(np.diff(pk // E) != 0) + 1
-            edges = [0, *breaks.tolist(), int(pk.size)]
-            cut_list = cuts.tolist()
-            offs = d0.tolist()
+            tags = ek.view(np.uint8)[:, t0:t0 + self.tag_size].tobytes()
+            # a run is one request, in one piece per section it spans
+            edges = [0, *breaks, int(pk.size)]
+            offs = self._pos_data[pk].tolist()
             first_secs = sk.tolist()
             mem, ts = memoryview(self.mem), self.tag_size
             ci = 0
@@ -537,6 +551,14 @@ class JournalWriter:
                         not self.has_uncommitted and not self.homing, self.fills)
         self.homing.append(plan)
         return plan
+
+    def unplan(self, plan: HomePlan) -> None:
+        """Forget ``plan``, the newest plan, which was never carried out (its sections are
+        planned again by the next :meth:`plan_home`; putting the last bytes back in place
+        twice changes nothing)."""
+        if not self.homing or self.homing[-1] is not plan:
+            raise RuntimeError("journal: only the newest write-home plan can be withdrawn")
+        self.homing.pop()
 
     def _entries(self, section: int, count: int) -> np.ndarray:
         """The entries of sections ``section..section+count`` (not wrapping), a copy, as
