@@ -236,3 +236,24 @@ def test_striped_over_files_large_requests_use_one_call_per_stripe(make_image):
         dev_raw = raw_a if k % 2 == 0 else raw_b
         row = k // 2
         assert dev_raw[row * 4096:(row + 1) * 4096] == mapped[k * 4096:(k + 1) * 4096]
+
+
+def test_start_writeback_asks_the_page_cache_for_the_byte_range(tmp_path, monkeypatch):
+    """FileDevice.start_writeback is sync_file_range(fd, offset, length, WRITE) on the
+    sector range; the data is unchanged; other devices take the hint as a no-op."""
+    import dmkit.block.file as file_mod
+    path = tmp_path / "img"
+    path.write_bytes(bytes(64 * 512))
+    with FileDevice(path) as dev:
+        dev.write(8, b"\x5a" * 4096)
+        assert file_mod._sync_file_range is not None, "the C library has sync_file_range"
+        dev.start_writeback(8, 8)                  # the real call: no error, data intact
+        calls = []
+        monkeypatch.setattr(file_mod, "_sync_file_range", lambda *a: calls.append(a) or 0)
+        dev.start_writeback(8, 8)
+        dev.start_writeback(8, 0)
+        assert calls == [(dev.fileno(), 8 * 512, 8 * 512, 2)]
+        assert dev.read(8, 8) == b"\x5a" * 4096
+    mem = MemoryDevice(16)
+    mem.start_writeback(0, 16)                      # the default: nothing happens
+    assert mem.read(0, 16) == bytes(16 * 512)

@@ -291,3 +291,47 @@ def test_a_queued_job_not_started_can_be_withdrawn():
     assert hw.take() == "plan1" and hw.take() == "plan3"
     assert ran == [1, 3]                            # the withdrawn job never ran
     assert hw.close() is None
+
+
+def test_the_writer_thread_has_journal_and_home_writes_started_at_once(tmp_path):
+    """With the writer thread, every journal section written without FUA and every block
+    written home is handed to start_writeback right after it is written (so the flushes
+    wait for less), within the journal area and the data area respectively."""
+    path = tmp_path / "disk.img"
+    with open(path, "wb") as f:
+        f.truncate(16384 * 512)
+
+    class Hinted(FileDevice):
+        def __init__(self, *a, **kw):
+            super().__init__(*a, **kw)
+            self.hints = []
+
+        def start_writeback(self, sector, nr_sectors):
+            self.hints.append((sector, nr_sectors, threading.current_thread().name))
+            super().start_writeback(sector, nr_sectors)
+
+    disk = Hinted(path, name="disk")
+    dev = mapped({"disk": disk}, ARGS, background_writeback=True)
+    t = dev.targets[0]
+    geo, jw = t.geo, t.journal
+    j0 = geo.journal_start_sector
+    j1 = j0 + jw.n_sections * jw.section_bytes // 512
+    n = dev.nr_sectors
+    want = bytearray(n * 512)
+    dev.write(0, bytes(want))
+    for k in range(60):
+        data = _pattern(k, 128 * 512)
+        s = (k * 128) % (n - 128)
+        dev.write(s, data)
+        want[s * 512:(s + 128) * 512] = data
+    dev.close()
+    journal = [h for h in disk.hints if j0 <= h[0] < j1]
+    home = [h for h in disk.hints if not j0 <= h[0] < j1]
+    assert journal and all(s + c <= j1 for s, c, _ in journal)
+    assert home and all("writer" in name for _, _, name in home)
+    areas = [(e.data_sector, e.data_sector + e.nr_sectors) for e in geo.extents(0, n)]
+    assert all(any(a <= s and s + c <= b for a, b in areas) for s, c, _ in home)
+    disk.close()
+    dev = mapped({"disk": FileDevice(path, name="disk")}, ARGS)
+    assert dev.read(0, n) == want
+    dev.close()

@@ -182,6 +182,11 @@ class BlockDevice(abc.ABC):
             self.submit(Bio(op, sector, n, buf, flags))
             sector += n
 
+    def start_writeback(self, sector: int, nr_sectors: int) -> None:
+        """A hint that the written range will be flushed soon: a backend with a write-back
+        cache may start writing it out now.  No ordering or durability follows from it.
+        The default does nothing."""
+
     # -- conveniences built on submit --------------------------------------------------
     def read(self, sector: int, nr_sectors: int, flags: int = 0) -> bytearray:
         buf = bytearray(nr_sectors << SECTOR_SHIFT)

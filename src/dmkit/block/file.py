@@ -36,6 +36,12 @@ _fallocate = getattr(_libc, "fallocate", None)
 if _fallocate is not None:
     _fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong]
     _fallocate.restype = ctypes.c_int
+_sync_file_range = getattr(_libc, "sync_file_range", None)
+if _sync_file_range is not None:
+    _sync_file_range.argtypes = [ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong,
+                                 ctypes.c_uint]
+    _sync_file_range.restype = ctypes.c_int
+_SYNC_FILE_RANGE_WRITE = 2
 
 
 _IOV_MAX = os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024
@@ -116,6 +122,15 @@ class FileDevice(BlockDevice):
                 raise
             raise BlockIOError(f"{self.name}: {op.name.lower()} at sector {bio.sector} failed: "
                                f"{e.strerror}", errno=e.errno or _errno.EIO) from None
+
+    def start_writeback(self, sector: int, nr_sectors: int) -> None:
+        """``sync_file_range(SYNC_FILE_RANGE_WRITE)``: the page cache starts writing the
+        range's dirty pages to the device now, without waiting for them (nothing becomes
+        durable: that still takes a flush, which then has less left to wait for).  A
+        no-op where the C library lacks it; a failure is left for the flush to report."""
+        if _sync_file_range is not None and nr_sectors > 0:
+            _sync_file_range(self._fd, sector << SECTOR_SHIFT, nr_sectors << SECTOR_SHIFT,
+                             _SYNC_FILE_RANGE_WRITE)
 
     def submit_vec(self, op, sector: int, bufs, flags: int = 0) -> None:
         """One preadv/pwritev for all of ``bufs`` (at most IOV_MAX per call)."""

@@ -184,8 +184,9 @@ class DataPath:
         self._write_home(s, data, tags)
         self._schedule_autocommit()
 
-    def _write_home(self, s: int, data, tags) -> None:
-        """Data and tags to their places (tags through the cache)."""
+    def _write_home(self, s: int, data, tags, write_behind: bool = False) -> None:
+        """Data and tags to their places (tags through the cache).  ``write_behind``: the
+        data device starts writing the data out at once (see ``start_writeback``)."""
         ts, l2 = self.tag_size, self.log2_spb
         dev, store = self.data_dev, self.tags
         mv = memoryview(data).cast("B")
@@ -193,15 +194,17 @@ class DataPath:
             off = ext.logical_sector - s
             dev.submit(Bio.write(ext.data_sector,
                                  mv[off << SECTOR_SHIFT:(off + ext.nr_sectors) << SECTOR_SHIFT]))
+            if write_behind:
+                dev.start_writeback(ext.data_sector, ext.nr_sectors)
             if tags is not None:
                 t0 = (off >> l2) * ts
                 store.write(ext.tag_offset, tags[t0:t0 + ext.nr_blocks * ts])
 
-    def _write_home_pieces(self, s: int, pieces: list, tags) -> None:
+    def _write_home_pieces(self, s: int, pieces: list, tags, write_behind: bool = False) -> None:
         """:meth:`_write_home` for data given in pieces (a journal run spanning sections):
         one vectored request per extent."""
         if len(pieces) == 1:
-            self._write_home(s, pieces[0], tags)
+            self._write_home(s, pieces[0], tags, write_behind)
             return
         ts, l2 = self.tag_size, self.log2_spb
         dev, store = self.data_dev, self.tags
@@ -216,6 +219,8 @@ class DataPath:
                     bufs.append(p[a - pos:b - pos])
                 pos += len(p)
             dev.submit_vec(OP_WRITE, ext.data_sector, bufs)
+            if write_behind:
+                dev.start_writeback(ext.data_sector, ext.nr_sectors)
             if tags is not None:
                 t0 = ((ext.logical_sector - s) >> l2) * ts
                 store.write(ext.tag_offset, tags[t0:t0 + ext.nr_blocks * ts])
@@ -369,8 +374,8 @@ class DataPath:
         durable), then ``plan``'s blocks home."""
         if flush_first:
             self._flush_buffers(True)
-        for run in plan.runs:
-            self._write_home_pieces(*run)
+        for s, pieces, tags in plan.runs:
+            self._write_home_pieces(s, pieces, tags, True)
 
     def _reap_home(self, *, start_next: bool = True) -> None:
         """Wait for the job under way; the plans before its plan finish (their sections are

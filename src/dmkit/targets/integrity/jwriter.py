@@ -189,6 +189,9 @@ class JournalWriter:
         self.newest: dict[int, int] = {}
         self.commits = 0
         self.home_writes = 0
+        #: start writing sections written without FUA to the device at once (the flush
+        #: that makes them durable, in the writer thread, then waits for less)
+        self.write_behind = False
         #: calls of :meth:`_fill` so far (a write-home plan notes it)
         self.fills = 0
         #: the write-homes planned and not finished, oldest first: they cover the
@@ -303,6 +306,8 @@ class JournalWriter:
         if self.crypt is not None:
             data = self.crypt.encrypt(data, start)
         self.dev.submit(Bio.write(sector, data, _FUA if fua else 0))
+        if not fua and self.write_behind:
+            self.dev.start_writeback(sector, (b - a) >> SECTOR_SHIFT)
 
     def make_durable(self) -> None:
         """Flush the journal device if committed sections were written without FUA."""

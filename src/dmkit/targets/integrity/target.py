@@ -124,6 +124,9 @@ class IntegrityTarget(DataPath, Target):
                 #: the writer thread takes the journal in chunks of this many sections
                 self.home_chunk_sections = max(
                     1, self.geo.journal.journal_sections // HOME_CHUNK_DIVISOR)
+                # the writer thread's flushes are most of a journal write's time: the
+                # page cache starts writing the journal and the blocks home at once
+                self.journal.write_behind = True
             if not defer_recalc and self.mode != "R" and not read_only:
                 self.recalc_step()
         except BaseException:
