@@ -91,3 +91,15 @@ class ImageCache:
             os.chmod(q, 0o644)
             out[role] = q
         return out
+
+
+class OracleImageCache(ImageCache):
+    """The images dmkit's target wrote and the kernel read back (``oracle/``, see
+    tests/vectors/README.md): ``path(file)`` takes a name in that folder."""
+
+    def path(self, file: str) -> Path:
+        dst = self.root / file[:-4]
+        if not dst.exists():
+            _decompress(VECTORS / "oracle" / file, dst)
+        return dst
+

@@ -5,7 +5,7 @@ import json
 
 import pytest
 from click.testing import CliRunner
-from integrity_vectors import VECTORS, ImageCache, _decompress
+from integrity_vectors import VECTORS, OracleImageCache
 
 from dmkit.block import FileDevice
 from dmkit.cli import cli
@@ -17,17 +17,10 @@ ORACLE_CASES = {e["name"]: e for e in
 K32 = hashlib.shake_256(b"dmkit-fixture-key:s1i3.hmac").digest(32)
 
 
-class _OracleCache(ImageCache):
-    def path(self, file):
-        dst = self.root / file[:-4]
-        if not dst.exists():
-            _decompress(ORACLE / file, dst)
-        return dst
-
 
 @pytest.fixture(scope="module")
 def oracle_images(tmp_path_factory):
-    return _OracleCache(tmp_path_factory.mktemp("oracle-detect"))
+    return OracleImageCache(tmp_path_factory.mktemp("oracle-detect"))
 
 
 def run(*args):

@@ -15,14 +15,13 @@ from integrity_vectors import (
     IMAGES,
     NEEDS_REPLAY,
     VECTORS,
-    ImageCache,
+    OracleImageCache,
     key_of,
     pattern,
 )
 
 import dmkit.cli.integrity as integrity_cli
 from dmkit.block import FileDevice
-from dmkit.cli import cli
 from dmkit.targets.integrity import IntegrityReader
 from dmkit.targets.integrity.format import FormatParams, plan_format
 from dmkit.targets.integrity.geometry import compute_provided_data_sectors, format_superblock
@@ -37,18 +36,10 @@ SB_MAGIC = b"integrt\0"
 READ_VERBS = ["dump", "verify", "export", "detect", "import"]
 
 
-class _OracleCache(ImageCache):
-    def path(self, file):
-        dst = self.root / file[:-4]
-        if not dst.exists():
-            from integrity_vectors import _decompress
-            _decompress(ORACLE / file, dst)
-        return dst
-
 
 @pytest.fixture(scope="module")
 def oracle_images(tmp_path_factory):
-    return _OracleCache(tmp_path_factory.mktemp("oracle-offset"))
+    return OracleImageCache(tmp_path_factory.mktemp("oracle-offset"))
 
 
 

@@ -9,7 +9,7 @@ import json
 import re
 
 import pytest
-from integrity_vectors import VECTORS, ImageCache, pattern
+from integrity_vectors import VECTORS, OracleImageCache, pattern
 
 from dmkit.block import FileDevice
 from dmkit.errors import IntegrityError
@@ -20,18 +20,10 @@ MANIFEST = json.loads((ORACLE / "manifest.json").read_text())
 CASES = {e["name"]: e for e in MANIFEST["images"]}
 
 
-class _OracleCache(ImageCache):
-    def path(self, file):
-        dst = self.root / file[:-4]
-        if not dst.exists():
-            from integrity_vectors import _decompress
-            _decompress(ORACLE / file, dst)
-        return dst
-
 
 @pytest.fixture(scope="module")
 def oracle_images(tmp_path_factory):
-    return _OracleCache(tmp_path_factory.mktemp("oracle"))
+    return OracleImageCache(tmp_path_factory.mktemp("oracle"))
 
 
 def open_case(cache, name):
