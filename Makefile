@@ -18,9 +18,10 @@ DEMO_DIR ?= demo-data
 venv: $(STAMP)
 
 # Re-installs when pyproject.toml changes (new dependencies) or the optional C
-# accelerators (setup.py, src/dmkit/crypto/_xts*.c, src/dmkit/luks/_afevp.c) do.
+# accelerators (setup.py, src/dmkit/crypto/_xts*.c, src/dmkit/luks/_afevp.c,
+# src/dmkit/targets/integrity/_tagsevp.c) do.
 $(STAMP): pyproject.toml setup.py src/dmkit/crypto/_xtsfix.c src/dmkit/crypto/_xtsevp.c \
-		src/dmkit/luks/_afevp.c
+		src/dmkit/luks/_afevp.c src/dmkit/targets/integrity/_tagsevp.c
 	@scripts/install-deps.sh venv
 	@if ! $(VPY) -m pip --version >/dev/null 2>&1; then \
 		rm -rf $(VENV) && echo "$(PYTHON) -m venv $(VENV)" && $(PYTHON) -m venv $(VENV); \

@@ -1,14 +1,16 @@
 """Build of the optional C accelerators; everything else is in pyproject.toml.
 
 All are optional: if one cannot be compiled (no compiler, no Python headers, or for
-``_xtsevp`` and ``_afevp`` no libcrypto headers: Debian's libssl-dev), dmkit installs
+``_xtsevp``, ``_afevp`` and ``_tagsevp`` no libcrypto headers: Debian's libssl-dev), dmkit installs
 anyway and uses the pure Python path (pyca/cryptography + numpy, or hashlib), which gives
 the same bytes (slower).
 
 - ``dmkit.crypto._xtsfix``: the XTS tweak-mask pass (no dependencies);
 - ``dmkit.crypto._xtsevp``: XTS-AES over many data units with libcrypto, GIL released;
 - ``dmkit.luks._afevp``: the LUKS anti-forensic merge (and split) with libcrypto's
-  digests, GIL released.
+  digests, GIL released;
+- ``dmkit.targets.integrity._tagsevp``: a request's per-block hash and hmac(hash) tags
+  with libcrypto, GIL released.
 """
 
 from setuptools import Extension, setup
@@ -20,4 +22,6 @@ setup(ext_modules=[
               libraries=["crypto"], extra_compile_args=["-O2"]),
     Extension("dmkit.luks._afevp", ["src/dmkit/luks/_afevp.c"], optional=True,
               libraries=["crypto"], extra_compile_args=["-O2"]),
+    Extension("dmkit.targets.integrity._tagsevp", ["src/dmkit/targets/integrity/_tagsevp.c"],
+              optional=True, libraries=["crypto"], extra_compile_args=["-O2"]),
 ])

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from dmkit.targets.integrity import tags as tags_mod
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -85,6 +87,16 @@ def test_integrity_cases_report_their_targets(bench_main, tmp_path, capsys):
         read = by_name[f"integrity-{mode}-hmac-sha256-read"]
         assert _positive(read["ratio_to_tags_alone"]["best"])
         assert _positive(read["tags_alone"]["mib_per_s"]["best"])
+        # judged against the engine the device uses; the hashlib loop only for information
+        if tags_mod._tagsevp is not None:
+            assert read["integrity"]["tag_engine"] == "C accelerator (libcrypto)"
+            assert "C accelerator" in read["tags_alone"]["description"]
+            assert _positive(read["ratio_to_hashlib_loop"]["best"])
+            assert read["hashlib_loop"]["note"] == "for information, not judged"
+        else:
+            assert read["integrity"]["tag_engine"] == "hashlib loop"
+            assert "ratio_to_hashlib_loop" not in read
+        assert [t["target"] for t in read["targets"]] == ["read / tags alone >= 0.8"]
     for alg in ("crc32c", "hmac-sha256"):
         assert _positive(by_name[f"integrity-journal-{alg}-write"]["ratio_to_direct_write"]["best"])
     assert len(by_name["integrity-direct-crc32c-read"]["targets"]) == 1

@@ -1,13 +1,34 @@
 """The fast loops of TagFunction.tags -- the int-state checksums (crc32c, the kernel's crc32:
-per-sector prefix states from tables) and HMAC (hashlib inner/outer pad states) -- give
-the same bytes as the generic per-block state path (``hmac`` objects, per-block prefix
-calls) for every tag size, key, salt, block size, block count and sector (high bits too)."""
+per-sector prefix states from tables), HMAC (hashlib inner/outer pad states) and the C
+accelerator (libcrypto, one call per request, for hashes and hmac(hash)) -- give the same
+bytes as the generic per-block state path (``hmac`` objects, per-block prefix calls) for
+every tag size, key, salt, block size, block count and sector (high bits too)."""
 
+import hashlib
+import hmac
 import os
+import struct
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from dmkit.targets.integrity import tags as tags_mod
 from dmkit.targets.integrity.tags import TagFunction
+
+needs_evp = pytest.mark.skipif(tags_mod._tagsevp is None,
+                               reason="the optional C accelerator _tagsevp is not built "
+                                      "(no compiler or libcrypto headers at install)")
+
+
+def _generic(tf: TagFunction, data, sector: int) -> bytes:
+    """``tf.tags`` through the generic per-block state path only."""
+    saved = tf._evp, tf._hmac_pads
+    tf._evp = tf._hmac_pads = None
+    try:
+        return tf.tags(data, sector)
+    finally:
+        tf._evp, tf._hmac_pads = saved
 
 
 @pytest.mark.parametrize("alg", ["crc32c", "crc32"])
@@ -40,10 +61,103 @@ def test_hmac_fast_path_matches_hmac_objects(alg, tag_size, key_size, salted):
                      salt=os.urandom(16) if salted else None)
     assert tf._hmac_pads is not None
     data = os.urandom(1024 * 7)
-    fast = tf.tags(data, 2 * 987654)
-    tf._hmac_pads = None
-    assert tf.tags(data, 2 * 987654) == fast
-    assert len(fast) == 7 * tag_size
+    generic = _generic(tf, data, 2 * 987654)
+    assert len(generic) == 7 * tag_size
+    saved, tf._evp = tf._evp, None          # the hashlib pad-state loop
+    assert tf.tags(data, 2 * 987654) == generic
+    tf._evp = saved                         # the C accelerator, where built
+    assert tf.tags(data, 2 * 987654) == generic
+
+
+# -- the C accelerator -------------------------------------------------------------------------
+
+@needs_evp
+@pytest.mark.parametrize("alg", ["sha1", "sha256", "sha512", "md5", "sha3-256", "hmac(sha1)",
+                                 "hmac(sha256)", "hmac(sha512)", "hmac(sha3-512)"])
+def test_accelerator_in_use_for_hashes_and_hmacs(alg):
+    key = b"k" * 32 if alg.startswith("hmac") else None
+    tf = TagFunction(alg, key=key, block_size=4096, salt=bytes(16))
+    assert tf._evp is not None
+    assert TagFunction("crc32c")._evp is None and TagFunction("blake2b-256")._evp is None
+
+
+@needs_evp
+def test_accelerator_against_hashlib_written_out():
+    """Independently of tags.py: HMAC(key, salt || le64(sector) || block) per block."""
+    key, salt = os.urandom(48), os.urandom(16)
+    data = os.urandom(4096 * 5)
+    tf = TagFunction("hmac(sha256)", key=key, block_size=4096, salt=salt)
+    want = b"".join(hmac.new(key, salt + struct.pack("<Q", 80 + 8 * i)
+                             + data[4096 * i:4096 * (i + 1)], "sha256").digest()
+                    for i in range(5))
+    assert tf.tags(data, 80) == want
+    plain = TagFunction("sha512", block_size=512)
+    want = b"".join(hashlib.sha512(struct.pack("<Q", 3 + i) + data[512 * i:512 * (i + 1)])
+                    .digest() for i in range(40))
+    assert plain.tags(data, 3) == want
+
+
+@needs_evp
+@settings(max_examples=150, deadline=None)
+@given(alg=st.sampled_from(["sha256", "sha1", "sha512", "hmac(sha256)", "hmac(sha512)",
+                            "hmac(sha1)", "hmac(md5)"]),
+       tag_size=st.sampled_from([1, 4, 16, 20, 32, 48, 64, 100, 255]),
+       block_size=st.sampled_from([512, 1024, 2048, 4096]),
+       key_size=st.sampled_from([1, 16, 32, 64, 65, 128, 129, 300]),
+       salted=st.booleans(),
+       nblocks=st.integers(1, 12),
+       first_block=st.integers(0, (1 << 52) - 1),
+       seed=st.binary(min_size=1, max_size=8))
+def test_accelerator_matches_generic_path(alg, tag_size, block_size, key_size, salted,
+                                          nblocks, first_block, seed):
+    key = hashlib.shake_256(b"key" + seed).digest(key_size) if alg.startswith("hmac") else None
+    salt = hashlib.shake_256(b"salt" + seed).digest(16) if salted else None
+    tf = TagFunction(alg, key=key, tag_size=tag_size, block_size=block_size, salt=salt)
+    assert tf._evp is not None
+    data = hashlib.shake_256(seed).digest(block_size * nblocks)
+    sector = first_block * (block_size >> 9)
+    got = tf.tags(data, sector)
+    assert got == _generic(tf, data, sector)
+    assert len(got) == nblocks * tag_size
+
+
+@needs_evp
+def test_accelerator_that_disagrees_is_not_used(monkeypatch):
+    """A libcrypto whose digest differs from hashlib's (or is missing) is checked once at
+    construction and left unused: the tags stay the hashlib loop's."""
+    real = tags_mod._tagsevp.digests
+
+    def wrong(*args):
+        out = bytearray(real(*args))
+        out[0] ^= 1
+        return bytes(out)
+
+    class Fake:
+        digests = staticmethod(wrong)
+    monkeypatch.setattr(tags_mod, "_tagsevp", Fake)
+    tf = TagFunction("hmac(sha256)", key=b"k" * 32, block_size=512)
+    assert tf._evp is None
+    data = os.urandom(512 * 4)
+    assert tf.tags(data, 8) == _generic(tf, data, 8)
+
+    class Missing:
+        @staticmethod
+        def digests(*args):
+            raise ValueError("integrity tags: digest SHA256 is not available in libcrypto")
+    monkeypatch.setattr(tags_mod, "_tagsevp", Missing)
+    assert TagFunction("sha256", block_size=512)._evp is None
+
+
+@needs_evp
+def test_accelerator_rejects_bad_input():
+    evp = tags_mod._tagsevp
+    with pytest.raises(ValueError, match="whole number of 512-byte blocks"):
+        evp.digests("SHA256", None, b"", bytes(700), 512, 0, 1)
+    with pytest.raises(ValueError, match="not available"):
+        evp.digests("NO-SUCH-DIGEST", None, b"", bytes(512), 512, 0, 1)
+    with pytest.raises(ValueError, match="negative"):
+        evp.digests("SHA256", None, b"", bytes(512), 512, 0, -1)
+    assert evp.digests("SHA256", b"k", b"", b"", 512, 0, 1) == b""
 
 
 def test_known_crc32c_tag():

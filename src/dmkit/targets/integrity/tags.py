@@ -19,8 +19,11 @@ ones in every case, and this module matches the kernel:
   little-endian (xxhash's canonical ``digest()`` is big-endian);
 - hashes and ``hmac(hash)`` are the standard ones; ``blake2b-N`` takes an optional key.
 
-Tags are computed for many blocks per call; per block there is one short sequence of C
-calls (copy a prepared state, two updates, digest).  For ``hmac(h)`` the states are
+Tags are computed for many blocks per call.  For the hashes and ``hmac(h)``, when the
+optional C accelerator :mod:`._tagsevp` is built, a request's tags are one call into it
+(libcrypto, the GIL released); it is checked against the loop below when a tag function
+is made.  Otherwise, and for the other algorithms, per block there is one short sequence
+of C calls (copy a prepared state, two updates, digest).  For ``hmac(h)`` the states are
 hashlib's, of RFC 2104's inner pad (and salt) and outer pad, rather than ``hmac``
 objects (whose ``copy`` is Python code).  For the CRCs, one call per block: the state
 after salt and sector is computed for all blocks at once from tables (a CRC is affine in
@@ -44,6 +47,11 @@ import xxhash as _xxhash
 
 from .layout import DISCARD_FILLER, MAX_TAG_SIZE, SALT_SIZE
 
+try:  # optional C accelerator (setup.py); without it the hashlib loop gives the same bytes
+    from . import _tagsevp
+except ImportError:  # pragma: no cover - depends on the build
+    _tagsevp = None
+
 __all__ = [
     "TagAlgorithm",
     "TagFunction",
@@ -54,6 +62,9 @@ __all__ = [
 
 _LE64 = struct.Struct("<Q")
 _M32 = 0xFFFFFFFF
+#: below this many blocks a request's tags come from the hashlib loop: the C call's set-up
+#: (fetching the digest, two pad states) costs about as much as hashing a block
+_EVP_MIN_BLOCKS = 2
 
 
 @dataclass(frozen=True)
@@ -76,6 +87,8 @@ class TagAlgorithm:
     #: for ``hmac(h)``: hashlib's name of ``h`` (the tag loop then runs on two hashlib
     #: states, RFC 2104's inner and outer pads, instead of ``hmac`` objects)
     hmac_hash: str | None = None
+    #: for ``h`` and ``hmac(h)``: libcrypto's name of ``h``, for the C accelerator
+    evp_name: str | None = None
 
     def check_key(self, key: bytes | None) -> None:
         if key is None or len(key) == 0:
@@ -221,6 +234,13 @@ _HASHES = {
     "sha512": "sha512", "sha3-224": "sha3_224", "sha3-256": "sha3_256",
     "sha3-384": "sha3_384", "sha3-512": "sha3_512", "rmd160": "ripemd160", "sm3": "sm3",
 }
+# kernel hash name -> libcrypto's name, for the C accelerator (each is checked against the
+# hashlib path when a TagFunction is made; see TagFunction._evp_check)
+_EVP_NAMES = {
+    "md5": "MD5", "sha1": "SHA1", "sha224": "SHA224", "sha256": "SHA256",
+    "sha384": "SHA384", "sha512": "SHA512", "sha3-224": "SHA3-224", "sha3-256": "SHA3-256",
+    "sha3-384": "SHA3-384", "sha3-512": "SHA3-512", "sm3": "SM3",
+}
 
 
 def _available(hname: str) -> bool:
@@ -244,9 +264,11 @@ def _build_registry() -> dict[str, TagAlgorithm]:
         if not _available(hname):
             continue
         size = hashlib.new(hname).digest_size
-        add(TagAlgorithm(kname, size, "none", True, _hash_primer(hname), _finish_digest))
+        evp = _EVP_NAMES.get(kname)
+        add(TagAlgorithm(kname, size, "none", True, _hash_primer(hname), _finish_digest,
+                         evp_name=evp))
         add(TagAlgorithm(f"hmac({kname})", size, "required", True, _hmac_primer(hname),
-                         _finish_digest, hmac_hash=hname))
+                         _finish_digest, hmac_hash=hname, evp_name=evp))
     for bits in (160, 256, 384, 512):
         add(TagAlgorithm(f"blake2b-{bits}", bits // 8, "optional", True,
                          _blake2b_primer(bits // 8), _finish_digest, tuple(range(1, 65))))
@@ -330,6 +352,13 @@ class TagFunction:
         self._hmac_pads = None
         if self.algorithm.hmac_hash is not None:
             self._hmac_pads = _hmac_pads(self.algorithm.hmac_hash, bytes(key), salt)
+        # Hashes and hmac(hash): one C call per request (libcrypto, the GIL released) when
+        # the accelerator is built and gives this function the hashlib loop's bytes.
+        self._evp = None
+        if _tagsevp is not None and self.algorithm.evp_name is not None:
+            self._evp = (self.algorithm.evp_name, bytes(key) if key else None, salt or b"")
+            if not self._evp_agrees():
+                self._evp = None
 
     @property
     def cryptographic(self) -> bool:
@@ -353,6 +382,13 @@ class TagFunction:
                 return packed
             fix = self._fix
             return b"".join(fix(packed[4 * i:4 * i + 4]) for i in range(n))
+        if self._evp is not None and n >= _EVP_MIN_BLOCKS:
+            name, key, prefix = self._evp
+            joined = _tagsevp.digests(name, key, prefix, mv, bs, first_sector,
+                                      self.sectors_per_block)
+            if self.tag_size == self.algorithm.digest_size:
+                return joined
+            return self._fix_joined(joined, n)
         if self._hmac_pads is not None:
             digests = self._hmac_digests(mv, n, first_sector)
             if self.tag_size == self.algorithm.digest_size:
@@ -369,6 +405,38 @@ class TagFunction:
             h.update(mv[i * bs:(i + 1) * bs])
             append(fix(finish(h)))
         return b"".join(out)
+
+    def _evp_agrees(self) -> bool:
+        """Whether the C accelerator computes the hashlib loop's tags for this function
+        (checked once, on two blocks whose sector needs all eight bytes): a libcrypto that
+        lacks the digest, or names it differently, leaves the hashlib loop in use."""
+        name, key, prefix = self._evp
+        bs = self.block_size
+        sample = bytes(range(256)) * (2 * bs // 256)
+        sector = 0x0123456789ABCDE8 & ~(self.sectors_per_block - 1)
+        try:
+            joined = _tagsevp.digests(name, key, prefix, sample, bs, sector,
+                                      self.sectors_per_block)
+        except ValueError:
+            return False
+        evp, self._evp = self._evp, None
+        try:
+            want = self.tags(sample, sector)
+        finally:
+            self._evp = evp
+        got = joined if self.tag_size == self.algorithm.digest_size \
+            else self._fix_joined(joined, 2)
+        return got == want
+
+    def _fix_joined(self, joined: bytes, n: int) -> bytes:
+        """``n`` concatenated digests truncated or zero-padded to the tag size."""
+        ds, ts = self.algorithm.digest_size, self.tag_size
+        a = np.frombuffer(joined, dtype=np.uint8).reshape(n, ds)
+        if ts <= ds:
+            return a[:, :ts].tobytes()
+        out = np.zeros((n, ts), dtype=np.uint8)
+        out[:, :ds] = a
+        return out.tobytes()
 
     def _hmac_digests(self, mv: memoryview, n: int, first_sector: int) -> list[bytes]:
         """HMAC(key, [salt] || le64(sector) || block) per block, RFC 2104 spelled out:
