@@ -39,6 +39,18 @@
 #define TAGS_NEW_API 0
 #endif
 
+/* ctx = H started on (K ^ byte-repeated pad), RFC 2104's ipad (0x36) or opad (0x5C) state;
+ * pad is bsize bytes of scratch.  Returns 1 on success. */
+static int
+pad_state(EVP_MD_CTX *ctx, const EVP_MD *md, unsigned char *pad, int bsize,
+          const unsigned char *key, Py_ssize_t key_len, unsigned char byte)
+{
+    memset(pad, byte, (size_t)bsize);
+    for (Py_ssize_t b = 0; b < key_len; b++)
+        pad[b] ^= key[b];
+    return EVP_DigestInit_ex(ctx, md, NULL) && EVP_DigestUpdate(ctx, pad, (size_t)bsize);
+}
+
 /* The block loop, without the GIL.  Returns 1 on success. */
 static int
 compute(const EVP_MD *md, int ds, const unsigned char *key, Py_ssize_t key_len,
@@ -65,20 +77,8 @@ compute(const EVP_MD *md, int ds, const unsigned char *key, Py_ssize_t key_len,
             key = kbuf;
             key_len = dlen;
         }
-        if (ok) {
-            memset(pad, 0x36, (size_t)bsize);
-            for (Py_ssize_t b = 0; b < key_len; b++)
-                pad[b] ^= key[b];
-            ok = EVP_DigestInit_ex(inner, md, NULL) &&
-                 EVP_DigestUpdate(inner, pad, (size_t)bsize);
-        }
-        if (ok) {
-            memset(pad, 0x5C, (size_t)bsize);
-            for (Py_ssize_t b = 0; b < key_len; b++)
-                pad[b] ^= key[b];
-            ok = EVP_DigestInit_ex(outer, md, NULL) &&
-                 EVP_DigestUpdate(outer, pad, (size_t)bsize);
-        }
+        ok = ok && pad_state(inner, md, pad, bsize, key, key_len, 0x36) &&
+             pad_state(outer, md, pad, bsize, key, key_len, 0x5C);
     } else if (ok) {
         ok = EVP_DigestInit_ex(inner, md, NULL);
     }
