@@ -235,7 +235,7 @@ _HASHES = {
     "sha3-384": "sha3_384", "sha3-512": "sha3_512", "rmd160": "ripemd160", "sm3": "sm3",
 }
 # kernel hash name -> libcrypto's name, for the C accelerator (each is checked against the
-# hashlib path when a TagFunction is made; see TagFunction._evp_check)
+# hashlib path when a TagFunction is made; see TagFunction._evp_agrees)
 _EVP_NAMES = {
     "md5": "MD5", "sha1": "SHA1", "sha224": "SHA224", "sha256": "SHA256",
     "sha384": "SHA384", "sha512": "SHA512", "sha3-224": "SHA3-224", "sha3-256": "SHA3-256",
