@@ -10,6 +10,8 @@ import re
 import shlex
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from integrity_vectors import IMAGES
 
 from dmkit.errors import FormatError
@@ -285,3 +287,60 @@ def test_format_rules():
     assert format_superblock(10000, tag_size=4, interleave_sectors=2).log2_interleave_sectors == 3
     assert format_superblock(10000, tag_size=4, bitmap_mode=True).version == 3
     assert format_superblock(10000, tag_size=4, journal_mac=True).flags == SbFlags.HAVE_JOURNAL_MAC
+
+
+# -- extents of any request against locate(), block by block --------------------------------
+
+_EXTENT_LAYOUTS = [
+    # (superblock arguments, data device sectors, metadata device sectors, start, buffer)
+    (dict(tag_size=4, interleave_sectors=64, fix_padding=True), 40000, None, 0, 128),
+    (dict(tag_size=32, block_size=4096, interleave_sectors=256, fix_padding=True),
+     40000, None, 16, 128),
+    (dict(tag_size=3, block_size=1024, interleave_sectors=8, fix_padding=False),
+     40000, None, 0, 128),          # the buffer-rounding quirk
+    (dict(tag_size=5, block_size=2048, interleave_sectors=32, fix_padding=False),
+     40000, None, 8, 8),
+    (dict(tag_size=20, block_size=512, journal_sectors=64), 5000, 700, 0, 128),
+]
+
+
+@settings(max_examples=300, deadline=None)
+@given(which=st.integers(0, len(_EXTENT_LAYOUTS) - 1), a=st.integers(0, 1 << 20),
+       b=st.integers(0, 1 << 20))
+def test_extents_agree_with_locate(which, a, b):
+    """Any block-aligned request: the extents cover it in order, each is one run in data
+    and in tags, and every block's place is what ``locate`` says."""
+    args, dev, meta, start, buf = _EXTENT_LAYOUTS[which]
+    if meta is None:
+        sb = format_superblock(dev, start_sector=start, **args)
+    else:
+        sb = format_superblock(dev, meta, **args)
+    g = Geometry.from_superblock(sb, dev, meta, start_sector=start, buffer_sectors=buf)
+    spb, P = g.sectors_per_block, g.provided_data_sectors
+    s = a % (P // spb) * spb
+    n = (b % ((P - s) // spb) + 1) * spb
+    exts = g.extents(s, n)
+    assert exts[0].logical_sector == s
+    pos = s
+    for e in exts:
+        assert e.logical_sector == pos and e.nr_blocks * spb == e.nr_sectors > 0
+        for k in range(e.nr_blocks):
+            assert g.locate(pos + k * spb) == (e.data_sector + k * spb,
+                                               e.tag_offset + k * g.tag_size)
+        pos += e.nr_sectors
+    assert pos == s + n
+
+
+def test_extents_reject_bad_ranges():
+    sb = format_superblock(40000, tag_size=4, block_size=1024, fix_padding=True)
+    g = Geometry.from_superblock(sb, 40000)
+    P = g.provided_data_sectors
+    assert g.extents(0, 0) == []
+    with pytest.raises(ValueError, match="not at a 1024-byte block"):
+        g.extents(1, 2)
+    with pytest.raises(ValueError, match="outside the provided"):
+        g.extents(-2, 2)
+    with pytest.raises(ValueError, match=r"range 0\+3 is not whole blocks"):
+        g.extents(0, 3)
+    with pytest.raises(ValueError, match=rf"range {P - 2}\+4 is not whole blocks inside"):
+        g.extents(P - 2, 4)

@@ -33,7 +33,7 @@ tags really sit earlier than the area start.  ``tag_offset`` reproduces that, wh
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator
+from typing import NamedTuple
 
 from ...errors import FormatError
 from .layout import (
@@ -235,9 +235,9 @@ def bitmap_log2_blocks_per_bit(provided_data_sectors: int, journal: JournalGeome
 
 # -- the geometry of one device ----------------------------------------------------------------
 
-@dataclass(frozen=True)
-class Extent:
-    """A run of blocks that is contiguous both in data and in tags."""
+class Extent(NamedTuple):
+    """A run of blocks that is contiguous both in data and in tags (a named tuple: every
+    request makes at least one, so it is cheap to build)."""
 
     logical_sector: int
     nr_sectors: int
@@ -413,26 +413,42 @@ class Geometry:
         ao = self._area_offset(logical_sector)
         return self._data_sector(*ao), self._tag_offset(*ao)
 
-    def extents(self, logical_sector: int, nr_sectors: int) -> Iterator[Extent]:
+    def extents(self, logical_sector: int, nr_sectors: int) -> list[Extent]:
         """Split ``[logical_sector, +nr_sectors)`` (block aligned, inside the provided size)
-        into runs contiguous in data and in tags: one per interleave area touched."""
+        into runs contiguous in data and in tags: one per interleave area touched.
+
+        Runs once per request, so the superblock's fields are read once here and the
+        arithmetic of ``_area_offset``, ``_data_sector`` and ``_tag_offset`` is inlined
+        (``test_geometry`` checks it against ``locate`` block by block)."""
         if nr_sectors <= 0:
-            return
-        self._check_sector(logical_sector)
+            return []
+        sb = self.superblock
+        provided, l2spb = sb.provided_data_sectors, sb.log2_sectors_per_block
         end = logical_sector + nr_sectors
-        if end > self.provided_data_sectors or end & (self.sectors_per_block - 1):
+        if (logical_sector | end) & ((1 << l2spb) - 1) or logical_sector < 0 \
+                or end > provided:
+            self._check_sector(logical_sector)
             raise ValueError(f"range {logical_sector}+{nr_sectors} is not whole blocks inside "
-                             f"the provided {self.provided_data_sectors} sectors")
+                             f"the provided {provided} sectors")
+        ts = sb.integrity_tag_size
+        meta0 = (self.start_sector + self.initial_sectors) << _SECTOR_SHIFT
+        if self.separate_metadata:
+            return [Extent(logical_sector, nr_sectors, logical_sector,
+                           meta0 + (logical_sector >> l2spb) * ts, nr_sectors >> l2spb)]
+        lis, run, l2buf = sb.log2_interleave_sectors, self.metadata_run, self.log2_buffer_sectors
+        data0 = self.start_sector + self.initial_sectors
+        out = []
         pos = logical_sector
         while pos < end:
-            area, offset = self._area_offset(pos)
-            if self.separate_metadata:
-                n = end - pos
-            else:
-                n = min(end - pos, (1 << self.log2_interleave_sectors) - offset)
-            yield Extent(pos, n, self._data_sector(area, offset), self._tag_offset(area, offset),
-                         n >> self.superblock.log2_sectors_per_block)
+            area, offset = pos >> lis, pos & ((1 << lis) - 1)
+            n = min(end - pos, (1 << lis) - offset)
+            lead = (area << lis) + area * run
+            out.append(Extent(pos, n, data0 + lead + run + offset,
+                              meta0 + (lead >> l2buf << (l2buf + _SECTOR_SHIFT))
+                              + (offset >> l2spb) * ts,
+                              n >> l2spb))
             pos += n
+        return out
 
     def area_layout(self, area: int) -> tuple[int, int, int, int]:
         """Interleaved only: (first tag sector, tag sectors, first data sector, data sectors)

@@ -525,7 +525,8 @@ class TagFunction:
                    allow_discards: bool = False) -> np.ndarray:
         """Indices of all blocks of ``data`` whose stored tag does not verify."""
         computed = self.tags(data, first_sector)
-        stored_b = bytes(stored)
+        # compare_digest and numpy take any bytes-like object; copy only other buffers
+        stored_b = stored if isinstance(stored, (bytes, bytearray)) else bytes(stored)
         if len(stored_b) != len(computed):
             raise ValueError(f"{len(stored_b)} bytes of stored tags for "
                              f"{len(computed) // self.tag_size} blocks")

@@ -21,6 +21,7 @@ from __future__ import annotations
 import threading
 
 from ...block import SECTOR_SHIFT, Bio, BlockDevice
+from ...block.bio import OP_READ
 
 __all__ = ["TagStore"]
 
@@ -56,7 +57,7 @@ class TagStore:
         a = offset >> SECTOR_SHIFT
         b = (offset + length + 511) >> SECTOR_SHIFT
         buf = bytearray((b - a) << SECTOR_SHIFT)
-        self.dev.submit(Bio.read(a, buf))
+        self.dev.submit(Bio(OP_READ, a, b - a, memoryview(buf)))
         if self._chunks:
             self._overlay(a, b, buf)
         lo = offset - (a << SECTOR_SHIFT)
