@@ -91,11 +91,17 @@ def test_integrity_cases_report_their_targets(bench_main, tmp_path, capsys):
         if tags_mod._tagsevp is not None:
             assert read["integrity"]["tag_engine"] == "C accelerator (libcrypto)"
             assert "C accelerator" in read["tags_alone"]["description"]
-            assert _positive(read["ratio_to_hashlib_loop"]["best"])
-            assert read["hashlib_loop"]["note"] == "for information, not judged"
+            for label, key in (("hashlib_loop", "ratio_to_hashlib_loop"),
+                               ("serial_floor", "ratio_to_serial_floor"),
+                               ("serial_floor_vs_tags_alone",
+                                "serial_floor_ratio_to_tags_alone")):
+                assert _positive(read[key]["best"]) and _positive(read[key]["median"])
+                assert read[label]["note"] == "for information, not judged"
+                assert _positive(read[label]["baseline_mib_per_s"]["best"])
+            assert "(the ceiling)" in captured.err
         else:
             assert read["integrity"]["tag_engine"] == "hashlib loop"
-            assert "ratio_to_hashlib_loop" not in read
+            assert "ratio_to_hashlib_loop" not in read and "serial_floor" not in read
         assert [t["target"] for t in read["targets"]] == ["read / tags alone >= 0.8"]
     for alg in ("crc32c", "hmac-sha256"):
         assert _positive(by_name[f"integrity-journal-{alg}-write"]["ratio_to_direct_write"]["best"])

@@ -165,3 +165,74 @@ def test_known_crc32c_tag():
     tf = TagFunction("crc32c")
     import crc32c
     assert tf.tags(bytes(512), 0) == crc32c.crc32c(bytes(8) + bytes(512)).to_bytes(4, "little")
+
+
+# -- read_tags: the read overlapped with the hashing ------------------------------------------
+
+@pytest.fixture(scope="module")
+def data_file(tmp_path_factory):
+    """A file of 3 MiB of known bytes, open for reading."""
+    path = tmp_path_factory.mktemp("overlap") / "data"
+    content = hashlib.shake_256(b"overlap").digest(3 << 20)
+    path.write_bytes(content)
+    fd = os.open(path, os.O_RDONLY)
+    yield fd, content
+    os.close(fd)
+
+
+@needs_evp
+@settings(max_examples=120, deadline=None)
+@given(alg=st.sampled_from(["sha256", "sha1", "sha512", "hmac(sha256)", "hmac(sha512)"]),
+       tag_size=st.sampled_from([4, 20, 32, 64, 100]),
+       block_size=st.sampled_from([512, 4096]),
+       nblocks=st.integers(1, 300),
+       piece_blocks=st.integers(1, 400),
+       at_block=st.integers(0, 400),
+       first_block=st.integers(0, (1 << 52) - 1),
+       salted=st.booleans())
+def test_read_tags_reads_and_hashes_like_tags(data_file, alg, tag_size, block_size, nblocks,
+                                              piece_blocks, at_block, first_block, salted):
+    """Whatever the piece size (one piece, several, a last short one): the buffer holds
+    the file's bytes and the tags are ``tags`` of them."""
+    fd, content = data_file
+    key = b"K" * 32 if alg.startswith("hmac") else None
+    tf = TagFunction(alg, key=key, tag_size=tag_size, block_size=block_size,
+                     salt=b"S" * 16 if salted else None)
+    assert tf.can_read_tags
+    offset, length = at_block * block_size, nblocks * block_size
+    buf = bytearray(length)
+    sector = first_block * (block_size >> 9)
+    got = tf.read_tags(fd, offset, buf, sector, piece_blocks * block_size)
+    assert bytes(buf) == content[offset:offset + length]
+    assert got == tf.tags(buf, sector) == _generic(tf, buf, sector)
+
+
+@needs_evp
+def test_read_tags_errors(data_file, tmp_path):
+    fd, content = data_file
+    tf = TagFunction("hmac(sha256)", key=b"k" * 32, block_size=4096)
+    evp = tags_mod._tagsevp
+    # past the end of the file, in the piece the calling thread reads and in a later one
+    for offset in (len(content) - 4096, len(content) - (1 << 20) + 8192):
+        with pytest.raises(OSError, match=f"short read at byte {len(content)}") as e:
+            tf.read_tags(fd, offset, bytearray(1 << 20), 0, 128 << 10)
+        assert e.value.errno == 5
+    wfd = os.open(tmp_path / "w", os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        with pytest.raises(OSError) as e:
+            tf.read_tags(wfd, 0, bytearray(1 << 20), 0, 128 << 10)
+        assert e.value.errno == 9          # EBADF: not open for reading
+    finally:
+        os.close(wfd)
+    with pytest.raises(TypeError):        # the buffer must be writable
+        evp.read_digests(fd, 0, bytes(4096), 4096, "SHA256", None, b"", 4096, 0, 8)
+    with pytest.raises(ValueError, match="bad read"):
+        evp.read_digests(fd, 0, bytearray(4096), 1000, "SHA256", None, b"", 4096, 0, 8)
+    with pytest.raises(ValueError, match="bad read"):
+        evp.read_digests(fd, -512, bytearray(4096), 4096, "SHA256", None, b"", 4096, 0, 8)
+    with pytest.raises(ValueError, match="whole number"):
+        evp.read_digests(fd, 0, bytearray(4000), 4096, "SHA256", None, b"", 4096, 0, 8)
+    with pytest.raises(ValueError, match="not available"):
+        evp.read_digests(fd, 0, bytearray(4096), 4096, "NO-SUCH", None, b"", 4096, 0, 8)
+    # the CRCs have no accelerator
+    assert not TagFunction("crc32c", block_size=4096).can_read_tags

@@ -521,10 +521,39 @@ class TagFunction:
         bad = self.bad_blocks(data, first_sector, stored, allow_discards=allow_discards)
         return int(bad[0]) if bad.size else None
 
+    @property
+    def can_read_tags(self) -> bool:
+        """Whether :meth:`read_tags` is available: the C accelerator computes this
+        function's tags and has ``read_digests``."""
+        return self._evp is not None and hasattr(_tagsevp, "read_digests")
+
+    def read_tags(self, fd: int, offset: int, buf, first_sector: int,
+                  piece: int) -> bytes:
+        """Read ``len(buf)`` bytes at byte ``offset`` of ``fd`` into ``buf`` and return
+        their tags (as :meth:`tags` of ``buf`` at ``first_sector``), the copy out of the
+        page cache overlapped with the hashing ``piece`` bytes at a time (see
+        ``_tagsevp.c``).  Raises OSError as a read would; only when
+        :attr:`can_read_tags`."""
+        mv = memoryview(buf).cast("B")
+        bs = self.block_size
+        n = len(mv) // bs
+        name, key, prefix = self._evp
+        joined = _tagsevp.read_digests(fd, offset, mv, piece, name, key, prefix, bs,
+                                       first_sector, self.sectors_per_block)
+        if self.tag_size == self.algorithm.digest_size:
+            return joined
+        return self._fix_joined(joined, n)
+
     def bad_blocks(self, data, first_sector: int, stored, *,
                    allow_discards: bool = False) -> np.ndarray:
         """Indices of all blocks of ``data`` whose stored tag does not verify."""
-        computed = self.tags(data, first_sector)
+        return self.mismatches(self.tags(data, first_sector), stored,
+                               allow_discards=allow_discards)
+
+    def mismatches(self, computed: bytes, stored, *,
+                   allow_discards: bool = False) -> np.ndarray:
+        """Indices of the blocks whose ``computed`` tag differs from the ``stored`` one
+        (in constant time for cryptographic algorithms while all agree)."""
         # compare_digest and numpy take any bytes-like object; copy only other buffers
         stored_b = stored if isinstance(stored, (bytes, bytearray)) else bytes(stored)
         if len(stored_b) != len(computed):

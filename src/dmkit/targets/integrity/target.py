@@ -25,7 +25,7 @@ from ...block.bio import REQ_FUA
 from ...dm.target import Target
 from ...errors import DmkitError, FormatError, IntegrityError, TableError
 from .bitmap import SectorBitmap
-from .datapath import DataPath
+from .datapath import DataPath, overlap_read_fd
 from .geometry import (
     BITMAP_BLOCK_SIZE,
     Geometry,
@@ -288,6 +288,9 @@ class IntegrityTarget(DataPath, Target):
             raise self._err('recalculating with HMAC is disabled for security reasons - if '
                             'you really need it, use the argument "legacy_recalculate"')
         self.tags = TagStore(self.meta_dev, max_dirty_bytes=max_dirty_tag_bytes)
+        #: where large reads get their data with the copy overlapped with the hashing
+        #: (``DataPath._read_overlapped``), or None
+        self._overlap_fd = overlap_read_fd(self.data_dev, self.tag_fn)
         if o.mode != "R":
             self.journal = JournalWriter(self.meta_dev, self.geo, mac=self.journal_mac,
                                          crypt=cipher.bind(jg) if cipher else None)
