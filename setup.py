@@ -10,7 +10,8 @@ the same bytes (slower).
 - ``dmkit.luks._afevp``: the LUKS anti-forensic merge (and split) with libcrypto's
   digests, GIL released;
 - ``dmkit.targets.integrity._tagsevp``: a request's per-block hash and hmac(hash) tags
-  with libcrypto, GIL released.
+  with libcrypto, GIL released; also read and hashed with the copy overlapped by a helper
+  thread (pthreads).
 """
 
 from setuptools import Extension, setup
