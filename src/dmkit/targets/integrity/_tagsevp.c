@@ -354,6 +354,18 @@ digest_buffer(Py_ssize_t n, int ds)
     return PyBytes_FromStringAndSize(NULL, n * ds);
 }
 
+/* What both calls hold, released on every return (md and key may be NULL). */
+static void
+release_args(md_ref *md, Py_buffer *key, Py_buffer *prefix, Py_buffer *data)
+{
+    if (md != NULL)
+        md_release(md);
+    if (key != NULL)
+        PyBuffer_Release(key);
+    PyBuffer_Release(prefix);
+    PyBuffer_Release(data);
+}
+
 static PyObject *
 tags_digests(PyObject *self, PyObject *args)
 {
@@ -384,12 +396,7 @@ tags_digests(PyObject *self, PyObject *args)
         PyErr_SetString(PyExc_ValueError, "integrity tags: libcrypto failed to hash");
     }
 done:
-    if (md != NULL)
-        md_release(md);
-    if (have_key)
-        PyBuffer_Release(&key);
-    PyBuffer_Release(&prefix);
-    PyBuffer_Release(&data);
+    release_args(md, have_key ? &key : NULL, &prefix, &data);
     return out;
 }
 
@@ -453,12 +460,7 @@ tags_read_digests(PyObject *self, PyObject *args)
         PyErr_SetFromErrno(PyExc_OSError);
     }
 done:
-    if (md != NULL)
-        md_release(md);
-    if (have_key)
-        PyBuffer_Release(&key);
-    PyBuffer_Release(&prefix);
-    PyBuffer_Release(&data);
+    release_args(md, have_key ? &key : NULL, &prefix, &data);
     return out;
 }
 
