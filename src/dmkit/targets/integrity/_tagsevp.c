@@ -47,6 +47,7 @@
 #include <openssl/evp.h>
 #include <errno.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <string.h>
 #include <time.h>
@@ -263,8 +264,15 @@ read_and_hash(struct hasher *h, struct reader *r, Py_ssize_t block_size,
 
     atomic_store(&r->ready, 0);
     atomic_store(&r->err, 0);
-    if (r->len > r->piece)
+    if (r->len > r->piece) {
+        /* the helper starts with every signal blocked: signals stay with the threads
+         * Python knows about */
+        sigset_t all, old;
+        sigfillset(&all);
+        pthread_sigmask(SIG_BLOCK, &all, &old);
         started = pthread_create(&th, NULL, reader_main, r) == 0;
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+    }
     e = read_range(r->fd, r->buf, r->offset, 0, started ? r->piece : r->len, at);
     while (e == 0 && ok && pos < r->len) {
         const Py_ssize_t end = pos + r->piece < r->len && started ? pos + r->piece : r->len;
